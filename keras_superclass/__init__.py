@@ -1,0 +1,12 @@
+"""keras_superclass: classification-based vision-language pre-training.
+
+SuperClass, CatLIP and CRU-Net for Keras 3 on JAX, TensorFlow and PyTorch.
+Importing the package registers every model, layer and loss with Keras, so
+`keras_hub.models.Backbone.from_preset(dir)` can load saved presets.
+"""
+
+from keras_superclass import layers
+from keras_superclass import losses
+from keras_superclass import metrics
+from keras_superclass import models
+from keras_superclass.version import __version__

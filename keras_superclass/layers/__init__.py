@@ -1,0 +1,3 @@
+from keras_superclass.layers.idf_statistics import IDFStatistics
+from keras_superclass.layers.token_head import ResidualMLPBlock
+from keras_superclass.layers.token_head import TokenHead

@@ -1,0 +1,5 @@
+from keras_superclass.losses.labels import token_ids_to_multi_hot
+from keras_superclass.losses.multilabel_loss import MultiLabelLoss
+from keras_superclass.losses.superclass_loss import SuperClassLoss
+from keras_superclass.losses.superclass_loss import fixed_idf_weights
+from keras_superclass.losses.superclass_loss import load_document_frequencies

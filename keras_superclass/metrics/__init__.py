@@ -1,0 +1,2 @@
+from keras_superclass.metrics.token_metrics import TokenTopKPrecision
+from keras_superclass.metrics.token_metrics import TokenTopKRecall

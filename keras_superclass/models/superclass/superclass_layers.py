@@ -1,0 +1,394 @@
+"""Layers of the OpenCLIP-style ViT encoder used by SuperClass and CatLIP."""
+
+import keras
+from keras import ops
+
+from keras_superclass.layers.token_head import torch_linear_bias_initializer
+from keras_superclass.layers.token_head import torch_linear_kernel_initializer
+
+
+def _torch_conv_initializer():
+    # PyTorch's Conv2d default, like nn.Linear: U(+-1/sqrt(fan_in)).
+    return torch_linear_kernel_initializer()
+
+
+@keras.saving.register_keras_serializable(package="keras_superclass")
+class PatchEmbedding(keras.layers.Layer):
+    """Patchify, prepend the class token, add learned positions.
+
+    A bias-free `Conv2D(kernel=stride=patch_size)` as OpenCLIP's `conv1`; the
+    class token and the position table are initialised with
+    `width**-0.5 * normal`. The position table is learned for `grid_size`;
+    other input sizes get it resized bilinearly.
+
+    Args:
+        hidden_dim: token width `D`.
+        patch_size: side of the square patches.
+        grid_size: `(rows, cols)` of patches the position table is built for.
+        use_class_token: prepend a learned class token.
+        stem: `"patch"` (one conv, OpenCLIP) or `"conv"` (CatLIP's
+            convolutional stem, see `ConvStem`).
+    """
+
+    def __init__(
+        self,
+        hidden_dim,
+        patch_size,
+        grid_size,
+        use_class_token=True,
+        stem="patch",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.hidden_dim = int(hidden_dim)
+        self.patch_size = int(patch_size)
+        self.grid_size = tuple(int(g) for g in grid_size)
+        self.use_class_token = bool(use_class_token)
+        self.stem = stem
+
+    def build(self, input_shape):
+        if self.stem == "patch":
+            self.projection = keras.layers.Conv2D(
+                self.hidden_dim,
+                self.patch_size,
+                strides=self.patch_size,
+                padding="valid",
+                use_bias=False,
+                kernel_initializer=_torch_conv_initializer(),
+                dtype=self.dtype_policy,
+                name="conv1",
+            )
+        elif self.stem == "conv":
+            from keras_superclass.models.superclass.conv_stem import ConvStem
+
+            self.projection = ConvStem(
+                self.hidden_dim,
+                self.patch_size,
+                dtype=self.dtype_policy,
+                name="conv_stem",
+            )
+        else:
+            raise ValueError(
+                f"`stem` must be 'patch' or 'conv', got {self.stem!r}."
+            )
+        self.projection.build(input_shape)
+        scale = self.hidden_dim**-0.5
+        init = keras.initializers.RandomNormal(stddev=scale)
+        if self.use_class_token:
+            self.class_embedding = self.add_weight(
+                shape=(self.hidden_dim,),
+                initializer=init,
+                name="class_embedding",
+            )
+        num_positions = self.grid_size[0] * self.grid_size[1]
+        num_positions += int(self.use_class_token)
+        self.positional_embedding = self.add_weight(
+            shape=(num_positions, self.hidden_dim),
+            initializer=init,
+            name="positional_embedding",
+        )
+        self.built = True
+
+    def _positions_for(self, rows, cols):
+        table = ops.cast(self.positional_embedding, self.compute_dtype)
+        if (rows, cols) == self.grid_size:
+            return table
+        offset = int(self.use_class_token)
+        grid = ops.reshape(
+            table[offset:], (1, *self.grid_size, self.hidden_dim)
+        )
+        grid = ops.image.resize(
+            ops.cast(grid, "float32"),
+            (rows, cols),
+            interpolation="bilinear",
+            antialias=False,
+        )
+        grid = ops.cast(
+            ops.reshape(grid, (rows * cols, self.hidden_dim)),
+            self.compute_dtype,
+        )
+        if offset:
+            grid = ops.concatenate([table[:offset], grid], axis=0)
+        return grid
+
+    def call(self, images):
+        x = self.projection(images)
+        rows, cols = x.shape[1], x.shape[2]
+        if rows is None or cols is None:
+            raise ValueError(
+                "PatchEmbedding needs static image sizes; build the backbone "
+                "with a concrete `image_shape`."
+            )
+        batch = ops.shape(x)[0]
+        x = ops.reshape(x, (batch, rows * cols, self.hidden_dim))
+        if self.use_class_token:
+            cls = ops.cast(self.class_embedding, x.dtype)
+            cls = ops.broadcast_to(
+                ops.reshape(cls, (1, 1, self.hidden_dim)),
+                (batch, 1, self.hidden_dim),
+            )
+            x = ops.concatenate([cls, x], axis=1)
+        return x + self._positions_for(rows, cols)[None]
+
+    def compute_output_shape(self, input_shape):
+        rows = input_shape[1] // self.patch_size if input_shape[1] else None
+        cols = input_shape[2] // self.patch_size if input_shape[2] else None
+        length = None
+        if rows is not None and cols is not None:
+            length = rows * cols + int(self.use_class_token)
+        return (input_shape[0], length, self.hidden_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_dim=self.hidden_dim,
+            patch_size=self.patch_size,
+            grid_size=list(self.grid_size),
+            use_class_token=self.use_class_token,
+            stem=self.stem,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_superclass")
+class MultiHeadSelfAttention(keras.layers.Layer):
+    """Self-attention with a fused qkv projection (`nn.MultiheadAttention`).
+
+    One `Dense(3D)` gives q, k and v (OpenCLIP's `in_proj_weight`, stacked
+    q, k, v), attention runs through `keras.ops.dot_product_attention`, and
+    `out_proj` maps back to `D`. Initialisation follows PyTorch: xavier
+    uniform in-projection, zero biases for in/out projections.
+    """
+
+    def __init__(self, hidden_dim, num_heads, **kwargs):
+        super().__init__(**kwargs)
+        if hidden_dim % num_heads:
+            raise ValueError(
+                f"`hidden_dim` ({hidden_dim}) must be divisible by "
+                f"`num_heads` ({num_heads})."
+            )
+        self.hidden_dim = int(hidden_dim)
+        self.num_heads = int(num_heads)
+        self.head_dim = self.hidden_dim // self.num_heads
+
+    def build(self, input_shape):
+        self.in_proj = keras.layers.Dense(
+            3 * self.hidden_dim,
+            kernel_initializer="glorot_uniform",
+            bias_initializer="zeros",
+            dtype=self.dtype_policy,
+            name="in_proj",
+        )
+        self.in_proj.build(input_shape)
+        self.out_proj = keras.layers.Dense(
+            self.hidden_dim,
+            kernel_initializer=torch_linear_kernel_initializer(),
+            bias_initializer="zeros",
+            dtype=self.dtype_policy,
+            name="out_proj",
+        )
+        self.out_proj.build(input_shape)
+        self.built = True
+
+    def call(self, x):
+        batch, length = ops.shape(x)[0], ops.shape(x)[1]
+        qkv = self.in_proj(x)
+        qkv = ops.reshape(
+            qkv, (batch, length, 3, self.num_heads, self.head_dim)
+        )
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        out = ops.dot_product_attention(q, k, v)
+        out = ops.reshape(out, (batch, length, self.hidden_dim))
+        return self.out_proj(out)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(hidden_dim=self.hidden_dim, num_heads=self.num_heads)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_superclass")
+class TransformerBlock(keras.layers.Layer):
+    """Pre-LN transformer block (OpenCLIP `ResidualAttentionBlock`).
+
+    `x + attn(ln_1(x))`, then `x + c_proj(gelu(c_fc(ln_2(x))))` with exact
+    GELU; no LayerScale.
+
+    Args:
+        hidden_dim: token width.
+        num_heads: attention heads.
+        mlp_dim: hidden width of the MLP.
+        layer_norm_epsilon: epsilon of both LayerNorms.
+        dropout_rate: dropout after attention and MLP (0 in the reference).
+    """
+
+    def __init__(
+        self,
+        hidden_dim,
+        num_heads,
+        mlp_dim,
+        layer_norm_epsilon=1e-5,
+        dropout_rate=0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.hidden_dim = int(hidden_dim)
+        self.num_heads = int(num_heads)
+        self.mlp_dim = int(mlp_dim)
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.dropout_rate = dropout_rate
+
+    def build(self, input_shape):
+        policy = self.dtype_policy
+        eps = self.layer_norm_epsilon
+        self.ln_1 = keras.layers.LayerNormalization(
+            epsilon=eps, dtype=policy, name="ln_1"
+        )
+        self.ln_1.build(input_shape)
+        self.attn = MultiHeadSelfAttention(
+            self.hidden_dim, self.num_heads, dtype=policy, name="attn"
+        )
+        self.attn.build(input_shape)
+        self.ln_2 = keras.layers.LayerNormalization(
+            epsilon=eps, dtype=policy, name="ln_2"
+        )
+        self.ln_2.build(input_shape)
+        self.c_fc = keras.layers.Dense(
+            self.mlp_dim,
+            kernel_initializer=torch_linear_kernel_initializer(),
+            bias_initializer=torch_linear_bias_initializer(self.hidden_dim),
+            dtype=policy,
+            name="c_fc",
+        )
+        self.c_fc.build(input_shape)
+        self.c_proj = keras.layers.Dense(
+            self.hidden_dim,
+            kernel_initializer=torch_linear_kernel_initializer(),
+            bias_initializer=torch_linear_bias_initializer(self.mlp_dim),
+            dtype=policy,
+            name="c_proj",
+        )
+        self.c_proj.build((*input_shape[:-1], self.mlp_dim))
+        self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=policy)
+        self.built = True
+
+    def call(self, x, training=None):
+        h = self.attn(self.ln_1(x))
+        x = x + self.dropout(h, training=training)
+        h = self.c_proj(ops.gelu(self.c_fc(self.ln_2(x)), approximate=False))
+        return x + self.dropout(h, training=training)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_dim=self.hidden_dim,
+            num_heads=self.num_heads,
+            mlp_dim=self.mlp_dim,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+            dropout_rate=self.dropout_rate,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_superclass")
+class MultiheadAttentionPooling(keras.layers.Layer):
+    """MAP head (big_vision): a learned probe attends over the tokens.
+
+    `probe -> MHA(probe, tokens) -> x + MLP(LN(x))`, returns `(B, D)`.
+    """
+
+    def __init__(
+        self, hidden_dim, num_heads, mlp_dim, layer_norm_epsilon=1e-5, **kw
+    ):
+        super().__init__(**kw)
+        self.hidden_dim = int(hidden_dim)
+        self.num_heads = int(num_heads)
+        self.mlp_dim = int(mlp_dim)
+        self.layer_norm_epsilon = layer_norm_epsilon
+
+    def build(self, input_shape):
+        policy = self.dtype_policy
+        self.probe = self.add_weight(
+            shape=(1, 1, self.hidden_dim),
+            initializer="glorot_uniform",
+            name="probe",
+        )
+        self.attention = keras.layers.MultiHeadAttention(
+            self.num_heads,
+            self.hidden_dim // self.num_heads,
+            dtype=policy,
+            name="attention",
+        )
+        probe_shape = (input_shape[0], 1, self.hidden_dim)
+        self.attention.build(probe_shape, input_shape)
+        self.mlp = keras.layers.Dense(self.mlp_dim, dtype=policy, name="fc")
+        self.mlp.build(probe_shape)
+        self.mlp_out = keras.layers.Dense(
+            self.hidden_dim, dtype=policy, name="proj"
+        )
+        self.mlp_out.build((*probe_shape[:-1], self.mlp_dim))
+        self.norm = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon, dtype=policy, name="ln"
+        )
+        self.norm.build(probe_shape)
+        self.built = True
+
+    def call(self, tokens):
+        batch = ops.shape(tokens)[0]
+        probe = ops.broadcast_to(
+            ops.cast(self.probe, tokens.dtype), (batch, 1, self.hidden_dim)
+        )
+        x = self.attention(probe, tokens)
+        h = self.mlp_out(ops.gelu(self.mlp(self.norm(x)), approximate=False))
+        return (x + h)[:, 0]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.hidden_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_dim=self.hidden_dim,
+            num_heads=self.num_heads,
+            mlp_dim=self.mlp_dim,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_superclass")
+class TokenPooling(keras.layers.Layer):
+    """Pools `(B, N, D)` tokens: `"avg"` of patch tokens or `"cls"` token.
+
+    Args:
+        pooling: `"avg"` (mean over patch tokens, the class token excluded,
+            SuperClass) or `"cls"` (the class token, CatLIP).
+        num_prefix_tokens: leading non-patch tokens (1 with a class token).
+    """
+
+    def __init__(self, pooling="avg", num_prefix_tokens=1, **kwargs):
+        super().__init__(**kwargs)
+        if pooling not in ("avg", "cls"):
+            raise ValueError(f"Unknown pooling {pooling!r}.")
+        if pooling == "cls" and num_prefix_tokens < 1:
+            raise ValueError(
+                "`pooling='cls'` needs the class token "
+                "(`use_class_token=True`)."
+            )
+        self.pooling = pooling
+        self.num_prefix_tokens = int(num_prefix_tokens)
+
+    def call(self, tokens):
+        if self.pooling == "cls":
+            return tokens[:, 0]
+        return ops.mean(tokens[:, self.num_prefix_tokens :], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            pooling=self.pooling, num_prefix_tokens=self.num_prefix_tokens
+        )
+        return config
