@@ -101,9 +101,7 @@ class SuperClassLoss(MultiLabelLoss):
             dtype=dtype,
         )
         if idf not in IDF_MODES:
-            raise ValueError(
-                f"`idf` must be one of {IDF_MODES}, got {idf!r}."
-            )
+            raise ValueError(f"`idf` must be one of {IDF_MODES}, got {idf!r}.")
         self.idf = idf
         self.statistics = None
         self.fixed_weights = None
@@ -171,7 +169,9 @@ class SuperClassLoss(MultiLabelLoss):
             df = np.asarray(df).tolist()
         config.update(
             idf=self.idf,
-            document_frequencies=None if df is None else os.fspath(df)
+            document_frequencies=None
+            if df is None
+            else os.fspath(df)
             if isinstance(df, str | os.PathLike)
             else df,
             num_documents=self._num_documents_arg,

@@ -178,7 +178,9 @@ class SuperClassClassifier(Task):
                 TokenTopKPrecision(k, vocabulary_size=self.vocabulary_size),
                 TokenTopKRecall(k, vocabulary_size=self.vocabulary_size),
             ]
-        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+        super().compile(
+            optimizer=optimizer, loss=loss, metrics=metrics, **kwargs
+        )
 
     def _check_loss(self, loss):
         size = getattr(loss, "vocabulary_size", None)
@@ -242,7 +244,5 @@ class SuperClassClassifier(Task):
         backbone_kwargs = {
             k: v for k, v in kwargs.items() if k not in task_keys
         }
-        backbone = cls.backbone_cls(
-            **{**config["backbone"], **backbone_kwargs}
-        )
+        backbone = cls.backbone_cls(**{**config["backbone"], **backbone_kwargs})
         return cls(backbone, **{**config["task"], **task_kwargs})

@@ -1,0 +1,21 @@
+"""Test set-up shared by the whole suite.
+
+Run once per backend: `KERAS_BACKEND=jax|tensorflow|torch pytest`.
+"""
+
+import os
+import sys
+
+# Import the checkout under test, not another installed copy.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_reset():
+    keras.utils.set_random_seed(1234)
+    yield
+    keras.config.set_dtype_policy("float32")
