@@ -83,9 +83,8 @@ class IDFStatistics(keras.layers.Layer):
     def idf_weights(self, batch_size):
         """The IDF weight of every class, `(V,)` float32."""
         inv_batch = 1.0 / ops.cast(batch_size, "float32")
-        return ops.log(
-            (self.num_samples + inv_batch) / (self.cap_fq + inv_batch)
-        )
+        cap_fq = self.cap_fq - self.cap_fq_error  # compensated sum
+        return ops.log((self.num_samples + inv_batch) / (cap_fq + inv_batch))
 
     def update_and_weights(self, multi_hot):
         """Updates (when enabled) and returns the weights for this batch."""
@@ -96,7 +95,7 @@ class IDFStatistics(keras.layers.Layer):
     def set_statistics(self, cap_fq, num_samples):
         """Overwrites the statistics (e.g. from a reference checkpoint)."""
         self.cap_fq.assign(ops.cast(ops.reshape(cap_fq, (-1,)), "float32"))
-        self.cap_fq_error.assign(ops.zeros_like(self.cap_fq_error))
+        self.cap_fq_error.assign(ops.zeros((self.vocabulary_size,)))
         self.num_samples.assign(
             ops.cast(ops.reshape(num_samples, ()), "float32")
         )

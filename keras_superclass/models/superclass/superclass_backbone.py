@@ -124,23 +124,19 @@ class SuperClassBackbone(Backbone):
         self.ln_pre = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=dtype, name="ln_pre"
         )
-        block_names = [f"block_{i}" for i in range(num_layers)]
-        remat_scope = keras.RematScope(
-            mode="list_of_layers" if remat else None, layer_names=block_names
-        )
-        with remat_scope:
-            self.transformer_blocks = [
-                TransformerBlock(
-                    hidden_dim,
-                    num_heads,
-                    mlp_dim,
-                    layer_norm_epsilon=layer_norm_epsilon,
-                    dropout_rate=dropout_rate,
-                    dtype=dtype,
-                    name=name,
-                )
-                for name in block_names
-            ]
+        self.transformer_blocks = [
+            TransformerBlock(
+                hidden_dim,
+                num_heads,
+                mlp_dim,
+                layer_norm_epsilon=layer_norm_epsilon,
+                dropout_rate=dropout_rate,
+                remat=remat,
+                dtype=dtype,
+                name=f"block_{i}",
+            )
+            for i in range(num_layers)
+        ]
         self.ln_post = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=dtype, name="ln_post"
         )
@@ -165,9 +161,8 @@ class SuperClassBackbone(Backbone):
         images = keras.Input(shape=image_shape, name="images")
         x = self.patch_embedding(images)
         x = self.ln_pre(x)
-        with remat_scope:
-            for block in self.transformer_blocks:
-                x = block(x)
+        for block in self.transformer_blocks:
+            x = block(x)
         sequence = self.ln_post(x)
         pooled = self.pooler(sequence)
         super().__init__(

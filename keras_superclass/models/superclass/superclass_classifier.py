@@ -30,18 +30,24 @@ def reference_optimizer(
     clipnorm=None,
     use_ema=False,
     ema_momentum=0.9999,
+    gradient_accumulation_steps=None,
 ):
     """AdamW with linear warmup + cosine decay, no decay on 1-D weights.
 
-    With `total_steps=None` the rate warms up and then stays constant.
+    Steps count optimizer updates. With `total_steps=None` the rate warms up
+    and then stays constant. With `gradient_accumulation_steps=k` each
+    update averages the gradients of k batches (a large global batch on
+    small hardware).
     """
+    # Keras evaluates the schedule on micro-batch iterations.
+    micro = gradient_accumulation_steps or 1
     if total_steps:
         schedule = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=0.0 if warmup_steps else learning_rate,
-            decay_steps=max(1, total_steps - warmup_steps),
+            decay_steps=max(1, (total_steps - warmup_steps) * micro),
             alpha=min_learning_rate_ratio,
             warmup_target=learning_rate if warmup_steps else None,
-            warmup_steps=warmup_steps,
+            warmup_steps=warmup_steps * micro,
         )
     else:
         schedule = learning_rate
@@ -54,6 +60,7 @@ def reference_optimizer(
         clipnorm=clipnorm,
         use_ema=use_ema,
         ema_momentum=ema_momentum,
+        gradient_accumulation_steps=gradient_accumulation_steps,
     )
     # The reference decays only tensors with ndim >= 2 (no biases, norms).
     optimizer.exclude_from_weight_decay(
@@ -132,12 +139,8 @@ class SuperClassClassifier(Task):
         if compile:
             self.compile()
 
-    def compile(
-        self,
-        optimizer="auto",
-        loss="auto",
-        metrics="auto",
-        *,
+    # The reference recipe; `compile(**overrides)` changes any entry.
+    recipe = dict(
         learning_rate=5e-4,
         warmup_steps=500,
         total_steps=None,
@@ -145,32 +148,42 @@ class SuperClassClassifier(Task):
         beta_1=0.9,
         beta_2=0.98,
         epsilon=1e-6,
+        min_learning_rate_ratio=0.0,
+        clipnorm=None,
+        use_ema=False,
+        ema_momentum=0.9999,
+        gradient_accumulation_steps=None,
+    )
+
+    def compile(
+        self,
+        optimizer="auto",
+        loss="auto",
+        metrics="auto",
         idf="online",
         **kwargs,
     ):
-        """Compiles with the SuperClass recipe unless told otherwise.
+        """Compiles with the reference recipe unless told otherwise.
 
-        `"auto"` optimizer: AdamW (betas 0.9/0.98, eps 1e-6, weight decay
-        0.2 on weights with ndim >= 2) with `warmup_steps` of linear warmup
-        then cosine decay to 0 over `total_steps`. `"auto"` loss:
-        `SuperClassLoss(idf=idf)` bound to this model's IDF statistics.
-        `"auto"` metrics: token top-5 precision and recall.
+        `"auto"` optimizer: AdamW built by `reference_optimizer` from
+        `self.recipe` updated with any recipe keyword given here (e.g.
+        `learning_rate`, `warmup_steps`, `total_steps`,
+        `gradient_accumulation_steps`): betas 0.9/0.98, eps 1e-6, weight
+        decay 0.2 on weights with ndim >= 2, linear warmup then cosine
+        decay to 0. `"auto"` loss: `default_loss(idf)`, bound to this
+        model's IDF statistics. `"auto"` metrics: token top-5 precision and
+        recall. Other keywords go to `keras.Model.compile`.
         """
+        recipe = {k: kwargs.pop(k) for k in list(kwargs) if k in self.recipe}
         if optimizer == "auto":
-            optimizer = reference_optimizer(
-                self,
-                learning_rate=learning_rate,
-                warmup_steps=warmup_steps,
-                total_steps=total_steps,
-                weight_decay=weight_decay,
-                beta_1=beta_1,
-                beta_2=beta_2,
-                epsilon=epsilon,
+            optimizer = reference_optimizer(self, **{**self.recipe, **recipe})
+        elif recipe:
+            raise ValueError(
+                f"Recipe arguments {sorted(recipe)} only apply to the "
+                f"'auto' optimizer; configure your optimizer directly."
             )
         if loss == "auto":
-            loss = SuperClassLoss(
-                self.vocabulary_size, idf=idf, ignore_ids=self.ignore_ids
-            )
+            loss = self.default_loss(idf)
         self._check_loss(loss)
         if metrics == "auto":
             k = min(5, self.vocabulary_size)
@@ -180,6 +193,12 @@ class SuperClassClassifier(Task):
             ]
         super().compile(
             optimizer=optimizer, loss=loss, metrics=metrics, **kwargs
+        )
+
+    def default_loss(self, idf="online"):
+        """The loss `compile(loss="auto")` uses: `SuperClassLoss`."""
+        return SuperClassLoss(
+            self.vocabulary_size, idf=idf, ignore_ids=self.ignore_ids
         )
 
     def _check_loss(self, loss):

@@ -220,6 +220,8 @@ class TransformerBlock(keras.layers.Layer):
         mlp_dim: hidden width of the MLP.
         layer_norm_epsilon: epsilon of both LayerNorms.
         dropout_rate: dropout after attention and MLP (0 in the reference).
+        remat: recompute the block's activations in the backward pass
+            (gradient checkpointing), trading compute for memory.
     """
 
     def __init__(
@@ -229,9 +231,11 @@ class TransformerBlock(keras.layers.Layer):
         mlp_dim,
         layer_norm_epsilon=1e-5,
         dropout_rate=0.0,
+        remat=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.remat = bool(remat)
         self.hidden_dim = int(hidden_dim)
         self.num_heads = int(num_heads)
         self.mlp_dim = int(mlp_dim)
@@ -272,11 +276,17 @@ class TransformerBlock(keras.layers.Layer):
         self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=policy)
         self.built = True
 
-    def call(self, x, training=None):
+    def _forward(self, x, training=None):
         h = self.attn(self.ln_1(x))
         x = x + self.dropout(h, training=training)
         h = self.c_proj(ops.gelu(self.c_fc(self.ln_2(x)), approximate=False))
         return x + self.dropout(h, training=training)
+
+    def call(self, x, training=None):
+        if self.remat:
+            # `training` is closed over: remat wrappers only take tensors.
+            return keras.remat(lambda t: self._forward(t, training))(x)
+        return self._forward(x, training)
 
     def get_config(self):
         config = super().get_config()
@@ -286,6 +296,7 @@ class TransformerBlock(keras.layers.Layer):
             mlp_dim=self.mlp_dim,
             layer_norm_epsilon=self.layer_norm_epsilon,
             dropout_rate=self.dropout_rate,
+            remat=self.remat,
         )
         return config
 

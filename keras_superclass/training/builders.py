@@ -1,0 +1,140 @@
+"""Build models, losses, tokenizers and datasets from a training config."""
+
+import os
+
+import keras_hub
+
+from keras_superclass.models import SuperClassBackbone
+from keras_superclass.models import SuperClassClassifier
+from keras_superclass.training.config import ConfigError
+
+
+def _architecture_presets():
+    """(backbone class, presets) for every encoder family we ship."""
+    from keras_superclass.models.catlip import CatLIPClassifier
+    from keras_superclass.models.crunet import CRUNetBackbone
+
+    return [
+        (SuperClassBackbone, SuperClassBackbone.architecture_presets),
+        (SuperClassBackbone, CatLIPClassifier.architecture_presets),
+        (CRUNetBackbone, CRUNetBackbone.architecture_presets),
+    ]
+
+
+def known_presets():
+    return sorted(name for _, p in _architecture_presets() for name in p)
+
+
+def build_backbone(preset, overrides=None):
+    """An encoder from an architecture preset name or a preset directory."""
+    overrides = dict(overrides or {})
+    for backbone_cls, presets in _architecture_presets():
+        if preset in presets:
+            return backbone_cls(**{**presets[preset]["backbone"], **overrides})
+    if os.path.isdir(preset):
+        return keras_hub.models.Backbone.from_preset(preset, **overrides)
+    raise ConfigError(
+        f"Unknown model preset {preset!r}. Known presets: "
+        f"{', '.join(known_presets())}; or a directory from save_to_preset."
+    )
+
+
+def task_class(task):
+    if task == "catlip":
+        from keras_superclass.models.catlip import CatLIPClassifier
+
+        return CatLIPClassifier
+    return SuperClassClassifier
+
+
+def build_task(config, vocabulary_size):
+    """The (uncompiled) task model a config describes."""
+    model = config["model"]
+    if model["vocabulary_size"] and model["vocabulary_size"] != vocabulary_size:
+        raise ConfigError(
+            f"'model.vocabulary_size' is {model['vocabulary_size']} but the "
+            f"labels have {vocabulary_size} classes (tokenizer or synset "
+            f"vocabulary). Remove the key or use the matching tokenizer."
+        )
+    backbone = build_backbone(model["preset"], model["backbone"])
+    return task_class(model["task"])(
+        backbone,
+        vocabulary_size=vocabulary_size,
+        head_mlp_layers=model["head_mlp_layers"],
+        compile=False,
+    )
+
+
+def build_loss(config, vocabulary_size, ignore_ids=()):
+    """The loss a config names (`loss.name`, `loss.idf`, `loss.options`)."""
+    loss = config["loss"]
+    if loss["name"] == "softmax":
+        from keras_superclass.losses import SuperClassLoss
+
+        return SuperClassLoss(
+            vocabulary_size,
+            idf=loss["idf"],
+            document_frequencies=loss["document_frequencies"],
+            ignore_ids=ignore_ids,
+            **loss["options"],
+        )
+    from keras_superclass.losses.multilabel_losses import get_multilabel_loss
+
+    return get_multilabel_loss(
+        loss["name"], vocabulary_size, ignore_ids=ignore_ids, **loss["options"]
+    )
+
+
+def build_tokenizer(config):
+    """The tokenizer of `data.tokenizer` (a kind or a preset directory)."""
+    from keras_superclass.data import tokenizers
+
+    name = config["data"]["tokenizer"]
+    if os.path.isdir(name):
+        return tokenizers.load_tokenizer(name)
+    return tokenizers.get_tokenizer(name)
+
+
+def build_labels(config):
+    """`(vocabulary_size, dataset_kwargs, label_names)` for the task's labels.
+
+    SuperClass labels are caption token sets from the tokenizer; CatLIP
+    labels are synset ids stored in the shards when they were written.
+    """
+    data = config["data"]
+    if config["model"]["task"] == "catlip":
+        from keras_superclass.data.synsets import SynsetVocabulary
+
+        if not data["synset_vocabulary"]:
+            raise ConfigError(
+                "'data.synset_vocabulary' is required for model.task "
+                "'catlip': build one with `keras-superclass synsets`."
+            )
+        vocabulary = SynsetVocabulary.load(data["synset_vocabulary"])
+        return len(vocabulary), {"label_feature": "synsets"}, vocabulary
+    tokenizer = build_tokenizer(config)
+    return tokenizer.vocabulary_size(), {"tokenizer": tokenizer}, tokenizer
+
+
+def build_train_dataset(config, label_kwargs, skip_batches=0):
+    """The infinite training stream of micro-batches, fast-forwarded."""
+    from keras_superclass.data import image_text_dataset
+
+    data = config["data"]
+    if not data["train"]:
+        raise ConfigError("'data.train' (a TFRecord glob) is not set.")
+    dataset = image_text_dataset(
+        data["train"],
+        batch_size=config["training"]["micro_batch_size"],
+        image_size=data["image_size"],
+        training=True,
+        max_labels=data["max_labels"],
+        shuffle_buffer=data["shuffle_buffer"],
+        seed=data["seed"],
+        deterministic=data["deterministic"],
+        strong_augment=data["strong_augment"],
+        repeat=True,
+        skip_batches=skip_batches,
+        **label_kwargs,
+    )
+    return dataset

@@ -1,0 +1,128 @@
+"""`train(config)`: config-driven pretraining with `model.fit`.
+
+One "epoch" here is `training.steps_per_epoch` optimizer steps over an
+endless data stream: each ends with a checkpoint, a CSV/TensorBoard log row
+and a fresh Keras progress bar. `resume=True` restores the last checkpoint
+(weights, optimizer state and so step and learning-rate position, IDF
+statistics) and fast-forwards the data stream past every batch already
+used, so a deterministic run continues exactly where it stopped.
+"""
+
+import csv
+import math
+import os
+
+import keras
+
+from keras_superclass.training.builders import build_labels
+from keras_superclass.training.builders import build_loss
+from keras_superclass.training.builders import build_task
+from keras_superclass.training.builders import build_train_dataset
+from keras_superclass.training.checkpoints import CheckpointCallback
+from keras_superclass.training.checkpoints import CheckpointError
+from keras_superclass.training.checkpoints import CheckpointManager
+from keras_superclass.training.config import save_config
+from keras_superclass.utils.io import atomic_write_text
+
+
+def _truncate_log(path, initial_epoch):
+    """Drops log rows of epochs that are about to be trained again."""
+    if not os.path.exists(path):
+        return
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) < initial_epoch]
+    text = "".join(",".join(r) + "\n" for r in kept)
+    atomic_write_text(path, text)
+
+
+def compile_from_config(model, config, loss):
+    t = config["training"]
+    model.compile(
+        loss=loss,
+        learning_rate=t["learning_rate"],
+        warmup_steps=t["warmup_steps"],
+        total_steps=t["total_steps"],
+        weight_decay=t["weight_decay"],
+        beta_1=t["beta_1"],
+        beta_2=t["beta_2"],
+        epsilon=t["epsilon"],
+        min_learning_rate_ratio=t["min_learning_rate_ratio"],
+        clipnorm=t["clipnorm"],
+        use_ema=t["ema_momentum"] is not None,
+        ema_momentum=t["ema_momentum"] or 0.99,
+        gradient_accumulation_steps=(
+            t["accumulation_steps"] if t["accumulation_steps"] > 1 else None
+        ),
+        steps_per_execution=t["steps_per_execution"],
+        jit_compile=t["jit_compile"],
+    )
+
+
+def train(config, resume=False, callbacks=(), verbose="auto"):
+    """Trains the model a config describes; returns `(model, history)`.
+
+    Args:
+        config: a dict from `load_config`.
+        resume: continue from the last checkpoint of `checkpoint.dir`.
+        callbacks: extra Keras callbacks.
+        verbose: `model.fit` verbosity (progress bar by default).
+
+    Raises:
+        CheckpointError: `resume` without a checkpoint, a checkpoint of
+            another model, or a new run into a directory that already holds
+            checkpoints (which it would overwrite).
+    """
+    t = config["training"]
+    run_dir = config["checkpoint"]["dir"]
+    manager = CheckpointManager(run_dir, keep=config["checkpoint"]["keep"])
+    if not resume and manager.latest_step() is not None:
+        raise CheckpointError(
+            f"{run_dir} already holds checkpoints. Pass --resume to continue "
+            f"that run, or set checkpoint.dir to a new directory."
+        )
+    keras.config.set_dtype_policy(t["dtype_policy"])
+    vocabulary_size, label_kwargs, labeler = build_labels(config)
+    model = build_task(config, vocabulary_size)
+    ignore_ids = getattr(labeler, "special_token_ids", ())
+    compile_from_config(
+        model, config, build_loss(config, vocabulary_size, ignore_ids)
+    )
+
+    initial_epoch = 0
+    if resume:
+        initial_epoch = manager.restore(model)["epoch"]
+    else:
+        os.makedirs(run_dir, exist_ok=True)
+        save_config(config, os.path.join(run_dir, "config.yaml"))
+
+    micro_steps = t["steps_per_epoch"] * t["accumulation_steps"]
+    epochs = math.ceil(t["total_steps"] / t["steps_per_epoch"])
+    dataset = build_train_dataset(
+        config, label_kwargs, skip_batches=initial_epoch * micro_steps
+    )
+    log_path = os.path.join(run_dir, "log.csv")
+    _truncate_log(log_path, initial_epoch)
+    all_callbacks = [
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.CSVLogger(log_path, append=True),
+        CheckpointCallback(manager),
+    ]
+    if config["checkpoint"]["tensorboard"]:
+        all_callbacks.append(
+            keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"))
+        )
+    corrupt_report = getattr(dataset, "corrupt_report_callback", None)
+    if corrupt_report is not None:
+        all_callbacks.append(corrupt_report)
+    history = model.fit(
+        dataset,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=micro_steps,
+        callbacks=all_callbacks + list(callbacks),
+        verbose=verbose,
+    )
+    return model, history
