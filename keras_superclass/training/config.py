@@ -185,7 +185,9 @@ def load_config(path_or_name=None, overrides=(), base=None):
             try:
                 loaded = yaml.safe_load(f) or {}
             except yaml.YAMLError as error:
-                raise ConfigError(f"{source} is not valid YAML: {error}")
+                raise ConfigError(
+                    f"{source} is not valid YAML: {error}"
+                ) from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{source} must hold a mapping of sections.")
         _merge(config, loaded, source)
