@@ -210,7 +210,10 @@ def load_config(path_or_name=None, overrides=(), base=None):
 
 
 def save_config(config, path):
-    """Writes a config as YAML (atomically)."""
+    """Writes a config as YAML (atomically), without derived entries."""
     from keras_superclass.utils.io import atomic_write_text
 
+    config = copy.deepcopy(config)
+    config.pop("source", None)
+    config["training"].pop("accumulation_steps", None)
     atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))

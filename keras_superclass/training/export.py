@@ -3,13 +3,15 @@
 import os
 import shutil
 
-from keras_superclass.utils.io import atomic_write_json
+from keras_superclass.training.config import save_config
 
 
-def export_preset(model, config, preset_dir, tokenizer=None):
+def export_preset(model, config, preset_dir, labeler=None):
     """Writes weights, configs, tokenizer assets and IDF statistics.
 
-    The directory loads with `keras_hub.models.Backbone.from_preset(dir)`
+    `labeler` is the tokenizer (or CatLIP synset vocabulary) of the labels,
+    so `keras-superclass predict` can print them as text. The directory
+    loads with `keras_hub.models.Backbone.from_preset(dir)`
     (the encoder) or `SuperClassClassifier.from_preset(dir)` (the whole
     task with its IDF statistics) after `import keras_superclass`. It is
     written next to its final place and renamed, so a crash never leaves a
@@ -19,13 +21,12 @@ def export_preset(model, config, preset_dir, tokenizer=None):
     tmp_dir = f"{preset_dir}.tmp"
     shutil.rmtree(tmp_dir, ignore_errors=True)
     model.save_to_preset(tmp_dir)
-    if tokenizer is not None:
-        tokenizer.save_to_preset(tmp_dir)
+    if hasattr(labeler, "save_to_preset"):  # a tokenizer
+        labeler.save_to_preset(tmp_dir)
+    elif labeler is not None:  # a CatLIP synset vocabulary
+        labeler.save(os.path.join(tmp_dir, "synset_vocabulary.json"))
     if config is not None:
-        atomic_write_json(
-            os.path.join(tmp_dir, "training_config.json"),
-            {k: v for k, v in config.items() if k != "source"},
-        )
+        save_config(config, os.path.join(tmp_dir, "training_config.yaml"))
     if os.path.exists(preset_dir):
         shutil.rmtree(preset_dir)
     os.replace(tmp_dir, preset_dir)
