@@ -202,6 +202,17 @@ def load_config(path_or_name=None, overrides=(), base=None):
     t["accumulation_steps"] = t["global_batch_size"] // micro
     if not t["total_steps"]:
         t["total_steps"] = int(t["samples_seen"]) // t["global_batch_size"]
+    if t["total_steps"] % t["steps_per_epoch"]:
+        divisors = [
+            d
+            for d in range(1, t["steps_per_epoch"] + 1)
+            if t["total_steps"] % d == 0
+        ]
+        raise ConfigError(
+            f"'training.steps_per_epoch' ({t['steps_per_epoch']}) in {source} "
+            f"must divide the {t['total_steps']} training steps (checkpoints "
+            f"fall on epoch ends); e.g. use {divisors[-1]}."
+        )
     config["checkpoint"]["dir"] = config["checkpoint"]["dir"].format(
         name=config["name"]
     )

@@ -1,0 +1,124 @@
+"""Training configs and checkpoints: parsing, errors, save/restore."""
+
+import os
+
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_superclass.models import SuperClassBackbone
+from keras_superclass.models import SuperClassClassifier
+from keras_superclass.training.checkpoints import CheckpointError
+from keras_superclass.training.checkpoints import CheckpointManager
+from keras_superclass.training.config import CONFIG_DIR
+from keras_superclass.training.config import ConfigError
+from keras_superclass.training.config import load_config
+from keras_superclass.training.config import save_config
+
+TINY = dict(
+    image_shape=(32, 32, 3),
+    patch_size=8,
+    num_layers=1,
+    num_heads=2,
+    hidden_dim=32,
+    mlp_dim=64,
+)
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(f[:-5] for f in os.listdir(CONFIG_DIR) if f.endswith(".yaml")),
+)
+def test_every_shipped_config_loads(name):
+    config = load_config(name)
+    t = config["training"]
+    assert t["total_steps"] > 0
+    assert (
+        t["accumulation_steps"] * t["micro_batch_size"]
+        == (t["global_batch_size"])
+    )
+    assert t["total_steps"] % t["steps_per_epoch"] == 0, name
+
+
+def test_reference_schedule_numbers():
+    config = load_config("cls_vit_b16_s512m_bs16k")
+    assert config["training"]["total_steps"] == 512_000_000 // 16384
+    assert config["training"]["beta_2"] == 0.98
+    assert config["model"]["preset"] == "superclass_vit_b16"
+
+
+def test_overrides_and_round_trip(tmp_path):
+    config = load_config(
+        "demo_tiny",
+        overrides=["training.total_steps=10", "training.steps_per_epoch=5"],
+    )
+    assert config["training"]["total_steps"] == 10
+    path = tmp_path / "config.yaml"
+    save_config(config, path)
+    again = load_config(str(path))
+    assert again["training"] == config["training"]
+
+
+def test_unknown_key_names_the_key_and_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("training:\n  learning_rat: 0.1\n  total_steps: 5\n")
+    with pytest.raises(ConfigError, match=r"training\.learning_rat.*bad\.yaml"):
+        load_config(str(path))
+
+
+def test_malformed_configs(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("training: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(str(path))
+    path.write_text("training:\n  global_batch_size: 10\n")
+    with pytest.raises(ConfigError, match="total_steps"):
+        load_config(str(path))
+    path.write_text("training: 5\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(str(path))
+    with pytest.raises(FileNotFoundError, match="demo_tiny"):
+        load_config("no_such_config")
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config("demo_tiny", overrides=["training.total_steps"])
+    with pytest.raises(ConfigError, match="multiple"):
+        load_config(
+            "demo_tiny",
+            overrides=["training.micro_batch_size=48"],
+        )
+
+
+def tiny_model(hidden_dim=32):
+    backbone = SuperClassBackbone(**{**TINY, "hidden_dim": hidden_dim})
+    model = SuperClassClassifier(backbone, vocabulary_size=20)
+    return model
+
+
+def test_checkpoints_round_trip_keep_and_errors(tmp_path):
+    manager = CheckpointManager(tmp_path / "run", keep=2)
+    with pytest.raises(CheckpointError, match="no complete checkpoint"):
+        manager.restore(tiny_model())
+    model = tiny_model()
+    x = np.random.normal(size=(4, 32, 32, 3)).astype("float32")
+    y = np.array([[1, 2, -1]] * 4, "int32")
+    model.fit(x, y, epochs=1, verbose=0)
+    for step in (1, 2, 3):
+        manager.save(model, step=step, epoch=step)
+    assert manager.steps() == [2, 3]
+    # An interrupted save (weights without metadata) is not a checkpoint.
+    open(tmp_path / "run" / "ckpt-00000009.weights.h5", "wb").close()
+    assert manager.latest_step() == 3
+
+    restored = tiny_model()
+    meta = manager.restore(restored)
+    assert meta["epoch"] == 3
+    np.testing.assert_allclose(
+        restored.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6
+    )
+    assert int(ops.convert_to_numpy(restored.optimizer.iterations)) == 1
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(restored.idf_statistics.cap_fq),
+        ops.convert_to_numpy(model.idf_statistics.cap_fq),
+    )
+    with pytest.raises(CheckpointError, match="hidden_dim"):
+        manager.restore(tiny_model(hidden_dim=64))
