@@ -311,6 +311,9 @@ class TarSource(Source):
                         group["image"] = tar.extractfile(member).read()
                     elif ext == CAPTION_EXTENSION:
                         group["caption"] = tar.extractfile(member).read()
+                end = tar.offset
+            if not _has_end_marker(task, end):
+                raise tarfile.ReadError("archive ends without its end marker")
         except (tarfile.TarError, EOFError, OSError, zlib.error):
             yield RawRecord(
                 os.path.basename(task), skip_reason=schema.CORRUPT_TAR
@@ -320,6 +323,17 @@ class TarSource(Source):
 
     def describe(self):
         return {"type": "tar", "tar_files": self.tar_files}
+
+
+def _has_end_marker(path, offset):
+    """False when an uncompressed tar stops before its end-of-archive blocks
+    (`tarfile` reads a tar cut at a header boundary as a shorter one)."""
+    with open(path, "rb") as f:
+        if f.read(6).startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ")):
+            return True  # Compressed: the decompressor reports truncation.
+        f.seek(offset)
+        tail = f.read(1024)
+    return len(tail) == 1024 and not tail.strip(b"\0")
 
 
 class RecordListSource(Source):
