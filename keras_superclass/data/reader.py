@@ -1,0 +1,636 @@
+"""tf.data readers: image-caption shards to training batches.
+
+`image_text_dataset` reads the TFRecord shards written by `write_shards`
+and yields `(images, token_ids)` batches for `model.fit` on any backend;
+`labelled_image_dataset` yields `(images, labels)` for evaluation.
+
+Corrupt data never crashes a run and never passes silently: undecodable
+images, blank captions, invalid UTF-8 captions and damaged shard files are
+skipped and counted in a `CorruptRecordCounter` (attached to the returned
+dataset as `dataset.corrupt_records`); `CorruptRecordReport` prints the
+counts at the end of every epoch.
+"""
+
+import glob
+import json
+import os
+import threading
+
+import keras
+import tensorflow as tf
+
+from keras_superclass.data import schema
+from keras_superclass.data import transforms
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+# Reason codes used inside the graph; 0 means the record is fine.
+_CODES = (
+    schema.UNDECODABLE_IMAGE,
+    schema.EMPTY_CAPTION,
+    schema.INVALID_UTF8_CAPTION,
+)
+_UNDECODABLE = 1
+_EMPTY = 2
+_INVALID_UTF8 = 3
+
+
+class CorruptRecordCounter:
+    """Counts the records a reader skipped, by reason (thread-safe).
+
+    Reasons: `undecodable_image` (also records that do not parse),
+    `empty_caption`, `invalid_utf8_caption`, `truncated_shard` and
+    `corrupt_shard` (a shard file that ends early or fails its checksum:
+    the records before the damage are used, one count per file read).
+    Counts accumulate over epochs until `reset()`.
+
+    Example:
+
+    >>> ds = image_text_dataset("shards/*.tfrecord", 32, label_fn=fn)
+    ... # doctest: +SKIP
+    >>> for batch in ds: ...  # doctest: +SKIP
+    >>> ds.corrupt_records.counts()  # doctest: +SKIP
+    {'undecodable_image': 2}
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts = {}
+
+    def add(self, reason, count=1):
+        with self._lock:
+            self._counts[reason] = self._counts.get(reason, 0) + int(count)
+
+    def counts(self):
+        """Dict `reason -> count` of the reasons seen so far."""
+        with self._lock:
+            return dict(sorted(self._counts.items()))
+
+    @property
+    def total(self):
+        return sum(self.counts().values())
+
+    def reset(self):
+        with self._lock:
+            self._counts = {}
+
+    def _add_code(self, code):
+        self.add(_CODES[int(code) - 1])
+        return code
+
+    def __repr__(self):
+        return f"CorruptRecordCounter({self.counts()})"
+
+
+class CorruptRecordReport(keras.callbacks.Callback):
+    """Prints the corrupt-record counts of a reader at each epoch's end.
+
+    Args:
+        source: a `CorruptRecordCounter`, or a dataset returned by this
+            module's readers (its `corrupt_records`).
+        print_fn: where the line goes (default `print`).
+
+    Example:
+
+    >>> ds = image_text_dataset("shards/*.tfrecord", 32, label_fn=fn)
+    ... # doctest: +SKIP
+    >>> model.fit(ds, callbacks=[CorruptRecordReport(ds)])  # doctest: +SKIP
+    """
+
+    def __init__(self, source, print_fn=print):
+        super().__init__()
+        self.counter = getattr(source, "corrupt_records", source)
+        if not isinstance(self.counter, CorruptRecordCounter):
+            raise ValueError(
+                "CorruptRecordReport needs a CorruptRecordCounter or a dataset "
+                "made by `image_text_dataset` / `labelled_image_dataset`; got "
+                f"{type(source).__name__}."
+            )
+        self.print_fn = print_fn
+        self._last = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        counts = self.counter.counts()
+        new = {k: v - self._last.get(k, 0) for k, v in counts.items()}
+        self._last = counts
+        if counts:
+            text = ", ".join(f"{k}={v} (+{new[k]})" for k, v in counts.items())
+        else:
+            text = "none"
+        self.print_fn(f"Epoch {epoch + 1}: corrupt records skipped: {text}")
+
+
+def default_process_index_and_count():
+    """`(index, count)` of this process among the training processes.
+
+    Uses the Keras distribution / JAX process index when available, then
+    `torch.distributed`, else `(0, 1)`.
+    """
+    try:
+        distribution = keras.distribution.distribution()
+    except Exception:
+        distribution = None
+    if distribution is not None and getattr(distribution, "_num_process", 0):
+        return (
+            int(getattr(distribution, "_process_id", 0) or 0),
+            int(distribution._num_process),
+        )
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.process_index(), jax.process_count()
+    if keras.backend.backend() == "torch":
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def list_shards(file_pattern):
+    """Sorted shard files of a glob, a folder (its `*.tfrecord`) or a list."""
+    if isinstance(file_pattern, str | os.PathLike):
+        file_pattern = [file_pattern]
+    files = []
+    for item in file_pattern:
+        item = os.fspath(item)
+        if os.path.isdir(item):
+            item = os.path.join(item, "*" + schema.SHARD_SUFFIX)
+        files.extend(tf.io.gfile.glob(item) if glob.has_magic(item) else [item])
+    files = sorted(set(files))
+    if not files:
+        raise FileNotFoundError(
+            f"No shard files match {file_pattern!r}. Write shards with "
+            f"`keras-superclass shards` first."
+        )
+    return files
+
+
+def _shard_files(files, process_index, process_count):
+    if process_index is None or process_count is None:
+        default_index, default_count = default_process_index_and_count()
+        process_index = (
+            default_index if process_index is None else process_index
+        )
+        process_count = (
+            default_count if process_count is None else process_count
+        )
+    if not 0 <= process_index < process_count:
+        raise ValueError(
+            f"process_index={process_index} must lie in [0, {process_count})."
+        )
+    if len(files) < process_count:
+        raise ValueError(
+            f"{len(files)} shard file(s) cannot be split over {process_count} "
+            f"processes; write at least one shard per process "
+            f"(smaller --records-per-shard)."
+        )
+    return files[process_index::process_count]
+
+
+def _record_iterator(path):
+    """`tf.compat.v1.io.tf_record_iterator` (C++ reader with checksums,
+    raising `DataLossError` at damage) without its deprecation notice."""
+    try:
+        from tensorflow.python.util import deprecation
+
+        with deprecation.silence():
+            iterator = tf.compat.v1.io.tf_record_iterator(path)
+    except ImportError:
+        iterator = tf.compat.v1.io.tf_record_iterator(path)
+    return iterator
+
+
+def _file_records(files, counter, training, seed, cycle_length, deterministic):
+    """Serialised records of `files`, read in parallel; a damaged file is
+    read up to the damage and counted once."""
+
+    def read_file(path):
+        path = path.decode() if isinstance(path, bytes) else path
+        try:
+            yield from _record_iterator(path)
+        except tf.errors.DataLossError as error:
+            if "truncated" in str(error):
+                counter.add(schema.TRUNCATED_SHARD)
+            else:
+                counter.add(schema.CORRUPT_SHARD)
+
+    def file_dataset(path):
+        return tf.data.Dataset.from_generator(
+            read_file,
+            args=(path,),
+            output_signature=tf.TensorSpec((), tf.string),
+        )
+
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if training:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    return ds.interleave(
+        file_dataset,
+        cycle_length=max(1, min(cycle_length, len(files))),
+        block_length=1,
+        num_parallel_calls=AUTOTUNE,
+        deterministic=deterministic,
+    )
+
+
+def _caption_code(caption):
+    valid = tf.equal(
+        tf.strings.unicode_transcode(
+            caption, "UTF-8", "UTF-8", errors="replace"
+        ),
+        caption,
+    )
+    blank = tf.strings.regex_full_match(caption, r"[\s\p{Z}]*")
+    return tf.where(
+        valid, tf.where(blank, _EMPTY, 0), tf.cast(_INVALID_UTF8, tf.int32)
+    )
+
+
+def _image_pipeline(
+    records,
+    load,
+    payload_spec,
+    image_size,
+    training,
+    seed,
+    strong_augment,
+    normalize,
+    scale,
+    ratio,
+    counter,
+    deterministic,
+):
+    """Decodes + transforms each record with a validity code, counts and
+    drops the bad ones. `load(record) -> (encoded_image, payload, code)`."""
+    if scale is None:
+        scale = (
+            transforms.STRONG_SCALE
+            if strong_augment
+            else (transforms.TRAIN_SCALE)
+        )
+    out_dtype = tf.float32 if normalize else tf.uint8
+    image_spec = tf.zeros((image_size, image_size, 3), out_dtype)
+    base_seed = None if seed is None else int(seed)
+
+    def example_seed(index):
+        if base_seed is None:
+            return tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
+        return tf.stack([tf.constant(base_seed, tf.int64), index])
+
+    def transform(encoded, index):
+        image = transforms.decode_rgb(encoded)
+        if training:
+            seeds = transforms.split_seed(example_seed(index), 2)
+            image = transforms.random_resized_crop(
+                image, image_size, seeds[0], scale, ratio
+            )
+            if strong_augment:
+                image = transforms.strong_augment(image, seeds[1])
+        else:
+            image = transforms.resize_center_crop(image, image_size)
+        if normalize:
+            return transforms.normalize(image)
+        return tf.cast(image, tf.uint8)
+
+    def process(index, record):
+        encoded, payload, code = load(record)
+        image = tf.cond(
+            code > 0,
+            lambda: image_spec,
+            lambda: transform(encoded, index),
+        )
+        return image, payload, code
+
+    bad_payload = tf.nest.map_structure(
+        lambda s: tf.zeros(s.shape, s.dtype), payload_spec
+    )
+
+    def one(index, record):
+        good = (
+            tf.data.Dataset.from_tensors((index, record))
+            .map(process)
+            .ignore_errors()
+        )
+        bad = tf.data.Dataset.from_tensors(
+            (image_spec, bad_payload, tf.constant(_UNDECODABLE, tf.int32))
+        )
+        return good.concatenate(bad).take(1)
+
+    ds = records.enumerate().interleave(
+        one,
+        cycle_length=16,
+        block_length=1,
+        num_parallel_calls=AUTOTUNE,
+        deterministic=deterministic,
+    )
+
+    def count(image, payload, code):
+        code = tf.cond(
+            code > 0,
+            lambda: tf.py_function(counter._add_code, [code], tf.int32),
+            lambda: code,
+        )
+        return tf.equal(code, 0)
+
+    ds = ds.filter(count)
+    return ds.map(lambda image, payload, code: (image, payload))
+
+
+def _resolve_label_fn(label_fn, tokenizer, max_labels):
+    if label_fn is not None and tokenizer is not None:
+        raise ValueError("Pass either `label_fn` or `tokenizer`, not both.")
+    if tokenizer is None:
+        return label_fn
+    if isinstance(tokenizer, str):
+        from keras_superclass.data.tokenizers import get_tokenizer
+
+        tokenizer = get_tokenizer(tokenizer)
+    from keras_superclass.data.labels import make_label_fn
+
+    return make_label_fn(tokenizer, max_labels=max_labels, pad_id=-1)
+
+
+def _finish(ds, batch_size, drop_remainder, counter, deterministic):
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.prefetch(AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = bool(deterministic)
+    ds = ds.with_options(options)
+    ds.corrupt_records = counter
+    return ds
+
+
+def image_text_dataset(
+    file_pattern,
+    batch_size,
+    image_size=224,
+    training=True,
+    label_fn=None,
+    tokenizer=None,
+    max_labels=64,
+    shuffle_buffer=2048,
+    seed=None,
+    deterministic=False,
+    process_index=None,
+    process_count=None,
+    strong_augment=False,
+    normalize=True,
+    drop_remainder=True,
+    scale=None,
+    ratio=transforms.DEFAULT_RATIO,
+    cycle_length=8,
+    repeat=False,
+    counter=None,
+):
+    """Batches of `(images, token_ids)` from image-caption shards.
+
+    Pipeline: this process's share of the shard files (file `i` goes to
+    process `i % process_count`) -> parallel interleaved reads -> shuffle
+    (training) -> decode any JPEG / PNG / GIF / BMP / WebP (grayscale, RGBA,
+    CMYK) to RGB -> train transform (RandomResizedCrop scale (0.9, 1) or
+    (0.4, 1) with `strong_augment`, ratio (3/4, 4/3), bicubic, no flip; plus
+    ColorJitter p=0.8 and grayscale p=0.2 with `strong_augment`) or eval
+    transform (shorter side to `image_size`, centre crop) -> OpenAI mean/std
+    normalisation -> captions to labels -> batch -> prefetch.
+
+    Bad records are skipped and counted in `dataset.corrupt_records` (a
+    `CorruptRecordCounter`); see `CorruptRecordReport`.
+
+    Args:
+        file_pattern: glob, folder of `*.tfrecord`, or list of them.
+        batch_size: per-process batch size.
+        image_size: output side length.
+        training: random crops + shuffling, else the eval transform in order.
+        label_fn: `fn(caption tf.string scalar) -> int32 (max_labels,)`; with
+            neither `label_fn` nor `tokenizer` the batches are
+            `(images, captions)`.
+        tokenizer: a tokenizer (or kind for `tokenizers.get_tokenizer`) made
+            into a label function with `labels.make_label_fn`.
+        max_labels: padded label length when `tokenizer` is given.
+        shuffle_buffer: records in the shuffle buffer (training).
+        seed: seed of shuffling and augmentation. With `deterministic=True`
+            the batches are the same on every run and every backend (the
+            random ops are stateless, seeded by `seed` and record position).
+        deterministic: keep a fixed element order (slower).
+        process_index: this process's index (default: Keras distribution /
+            JAX / torch.distributed, else 0).
+        process_count: number of processes (default as above, else 1).
+        strong_augment: the reference's strong augmentation.
+        normalize: float32 normalised output; `False` gives uint8 [0, 255].
+        drop_remainder: drop the last partial batch.
+        scale: crop area range; default (0.9, 1) or (0.4, 1) when strong.
+        ratio: crop aspect ratio range.
+        cycle_length: shard files read at once.
+        repeat: repeat forever.
+        counter: a `CorruptRecordCounter` to count into (default: new one).
+
+    Returns:
+        A `tf.data.Dataset` with attribute `corrupt_records`.
+
+    Example:
+
+    >>> ds = image_text_dataset("shards/train/*.tfrecord", batch_size=64,
+    ...                         tokenizer="clip", seed=0)  # doctest: +SKIP
+    >>> images, token_ids = next(iter(ds))  # doctest: +SKIP
+    """
+    if deterministic and seed is None:
+        raise ValueError(
+            "deterministic=True needs a `seed` so every run draws the same "
+            "crops; pass e.g. seed=0."
+        )
+    files = _shard_files(
+        list_shards(file_pattern), process_index, process_count
+    )
+    counter = counter or CorruptRecordCounter()
+    label_fn = _resolve_label_fn(label_fn, tokenizer, max_labels)
+
+    records = _file_records(
+        files, counter, training, seed, cycle_length, deterministic
+    )
+    if training and shuffle_buffer:
+        records = records.shuffle(
+            shuffle_buffer, seed=seed, reshuffle_each_iteration=True
+        )
+    if repeat:
+        records = records.repeat()
+
+    def load(serialized):
+        parsed = tf.io.parse_single_example(
+            serialized,
+            schema.feature_spec(required=(schema.IMAGE, schema.CAPTION)),
+        )
+        caption = parsed[schema.CAPTION]
+        return parsed[schema.IMAGE], caption, _caption_code(caption)
+
+    ds = _image_pipeline(
+        records,
+        load,
+        tf.TensorSpec((), tf.string),
+        image_size,
+        training,
+        seed,
+        strong_augment,
+        normalize,
+        scale,
+        ratio,
+        counter,
+        deterministic,
+    )
+    if label_fn is not None:
+        ds = ds.map(
+            lambda image, caption: (image, label_fn(caption)),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=deterministic,
+        )
+    return _finish(ds, batch_size, drop_remainder, counter, deterministic)
+
+
+def _is_class_folder(path):
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        return False
+    entries = os.listdir(path)
+    has_shards = any(e.endswith(schema.SHARD_SUFFIX) for e in entries)
+    has_dirs = any(os.path.isdir(os.path.join(path, e)) for e in entries)
+    return has_dirs and not has_shards
+
+
+_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
+
+
+def _manifest_class_names(files, label_feature):
+    path = os.path.join(os.path.dirname(files[0]), schema.MANIFEST_NAME)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    names = manifest.get("metadata", {}).get("class_names", {})
+    return names.get(label_feature)
+
+
+def labelled_image_dataset(
+    path,
+    image_size=224,
+    batch_size=32,
+    training=False,
+    label_feature="label",
+    seed=None,
+    deterministic=True,
+    shuffle_buffer=2048,
+    normalize=True,
+    drop_remainder=False,
+    process_index=0,
+    process_count=1,
+    counter=None,
+):
+    """Batches of `(images, labels)` for evaluation (linear probe, kNN).
+
+    Two layouts:
+
+    - a folder of class sub-folders (`path/CLASS/*.jpg`): class ids follow
+      the sorted class folder names;
+    - TFRecord shards (glob, folder or list) with an integer feature
+      `label_feature` (the first value is used), e.g. the demo dataset's
+      `label_shape` / `label_color` / `label_count`; class names come from
+      the shard folder's `manifest.json` (`metadata.class_names`) when
+      present, else `None`.
+
+    Args:
+        path: class folder, shard glob / folder, or list of shard files.
+        image_size: output side length.
+        batch_size: batch size.
+        training: random crop (scale (0.9, 1)) + shuffle instead of the eval
+            transform.
+        label_feature: integer feature holding the label (TFRecords).
+        seed: shuffle / augmentation seed.
+        deterministic: keep a fixed element order.
+        shuffle_buffer: shuffle buffer size when training.
+        normalize: OpenAI mean/std float32, else uint8.
+        drop_remainder: drop the last partial batch.
+        process_index: this process's index (files are split by process).
+        process_count: number of processes.
+        counter: a `CorruptRecordCounter` to count into.
+
+    Returns:
+        `(dataset, class_names)`: `dataset` yields `(images, labels int32)`
+        and has attribute `corrupt_records`; `class_names` is a list or
+        `None`.
+
+    Example:
+
+    >>> ds, names = labelled_image_dataset("demo/test", 64, 128,
+    ...                                    label_feature="label_shape")
+    ... # doctest: +SKIP
+    """
+    counter = counter or CorruptRecordCounter()
+    if deterministic and training and seed is None:
+        seed = 0
+    if _is_class_folder(path):
+        root = os.fspath(path)
+        class_names = sorted(
+            d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))
+        )
+        paths, labels = [], []
+        for label, name in enumerate(class_names):
+            for file in sorted(os.listdir(os.path.join(root, name))):
+                if file.lower().endswith(_IMAGE_EXTENSIONS):
+                    paths.append(os.path.join(root, name, file))
+                    labels.append(label)
+        if not paths:
+            raise FileNotFoundError(
+                f"No images in the class folders of {root!r}."
+            )
+        records = tf.data.Dataset.from_tensor_slices(
+            (paths, tf.constant(labels, tf.int32))
+        )
+        records = records.shard(process_count, process_index)
+        if training:
+            records = records.shuffle(
+                len(paths), seed=seed, reshuffle_each_iteration=True
+            )
+
+        def load(record):
+            file, label = record
+            return tf.io.read_file(file), label, tf.constant(0, tf.int32)
+
+    else:
+        files = _shard_files(list_shards(path), process_index, process_count)
+        class_names = _manifest_class_names(files, label_feature)
+        records = _file_records(
+            files, counter, training, seed, 8, deterministic
+        )
+        if training and shuffle_buffer:
+            records = records.shuffle(
+                shuffle_buffer, seed=seed, reshuffle_each_iteration=True
+            )
+        spec = {
+            schema.IMAGE: tf.io.FixedLenFeature([], tf.string),
+            label_feature: tf.io.VarLenFeature(tf.int64),
+        }
+
+        def load(serialized):
+            parsed = tf.io.parse_single_example(serialized, spec)
+            label = tf.sparse.to_dense(parsed[label_feature])[0]
+            return (
+                parsed[schema.IMAGE],
+                tf.cast(label, tf.int32),
+                tf.constant(0, tf.int32),
+            )
+
+    ds = _image_pipeline(
+        records,
+        load,
+        tf.TensorSpec((), tf.int32),
+        image_size,
+        training,
+        seed,
+        False,
+        normalize,
+        None,
+        transforms.DEFAULT_RATIO,
+        counter,
+        deterministic,
+    )
+    ds = _finish(ds, batch_size, drop_remainder, counter, deterministic)
+    return ds, class_names
