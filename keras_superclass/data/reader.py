@@ -261,8 +261,9 @@ def _image_pipeline(
     counter,
     deterministic,
 ):
-    """Decodes + transforms each record with a validity code, counts and
-    drops the bad ones. `load(record) -> (encoded_image, payload, code)`."""
+    """Decodes + transforms each `(position, record)` with a validity code,
+    counts and drops the bad ones.
+    `load(record) -> (encoded_image, payload, code)`."""
     if scale is None:
         scale = (
             transforms.STRONG_SCALE
@@ -317,7 +318,7 @@ def _image_pipeline(
         )
         return good.concatenate(bad).take(1)
 
-    ds = records.enumerate().interleave(
+    ds = records.interleave(
         one,
         cycle_length=16,
         block_length=1,
@@ -382,6 +383,8 @@ def image_text_dataset(
     cycle_length=8,
     repeat=False,
     counter=None,
+    skip_batches=0,
+    label_feature=None,
 ):
     """Batches of `(images, token_ids)` from image-caption shards.
 
@@ -424,6 +427,14 @@ def image_text_dataset(
         cycle_length: shard files read at once.
         repeat: repeat forever.
         counter: a `CorruptRecordCounter` to count into (default: new one).
+        skip_batches: fast-forward past this many batches without decoding
+            them (resuming a run): records are skipped while still
+            serialised, and the per-record augmentation seeds stay those of
+            an uninterrupted run. Exact unless corrupt records were dropped
+            in the skipped part.
+        label_feature: take labels from this int64-list feature of the
+            shards (e.g. CatLIP's "synsets") instead of the caption, padded
+            with -1 (or truncated) to `max_labels`.
 
     Returns:
         A `tf.data.Dataset` with attribute `corrupt_records`.
@@ -454,19 +465,45 @@ def image_text_dataset(
         )
     if repeat:
         records = records.repeat()
+    # Positions are numbered before skipping: they seed the augmentation.
+    records = records.enumerate()
+    if skip_batches:
+        records = records.skip(int(skip_batches) * int(batch_size))
 
     def load(serialized):
         parsed = tf.io.parse_single_example(
             serialized,
-            schema.feature_spec(required=(schema.IMAGE, schema.CAPTION)),
+            schema.feature_spec(
+                extra_features=[label_feature] if label_feature else None,
+                required=(schema.IMAGE, schema.CAPTION),
+            ),
         )
         caption = parsed[schema.CAPTION]
-        return parsed[schema.IMAGE], caption, _caption_code(caption)
+        payload = caption
+        if label_feature:
+            ids = tf.cast(
+                tf.sparse.to_dense(parsed[label_feature], default_value=-1),
+                tf.int32,
+            )[:max_labels]
+            payload = tf.pad(
+                ids, [[0, max_labels - tf.shape(ids)[0]]], constant_values=-1
+            )
+            payload = tf.ensure_shape(payload, (max_labels,))
+        return parsed[schema.IMAGE], payload, _caption_code(caption)
 
+    if label_feature and (label_fn is not None):
+        raise ValueError(
+            "Pass either `label_feature` or `label_fn`/`tokenizer`, not both."
+        )
+    payload_spec = (
+        tf.TensorSpec((max_labels,), tf.int32)
+        if label_feature
+        else tf.TensorSpec((), tf.string)
+    )
     ds = _image_pipeline(
         records,
         load,
-        tf.TensorSpec((), tf.string),
+        payload_spec,
         image_size,
         training,
         seed,
@@ -619,7 +656,7 @@ def labelled_image_dataset(
             )
 
     ds = _image_pipeline(
-        records,
+        records.enumerate(),
         load,
         tf.TensorSpec((), tf.int32),
         image_size,

@@ -97,24 +97,22 @@ def plot_prediction_grid(model, tokenizer, shard_dir, path, count=12):
     import matplotlib.pyplot as plt
 
     from keras_superclass.data import image_text_dataset
+    from keras_superclass.data import transforms
 
     image_size = model.backbone.input_shape[1]
+    # One pass over uint8 images: shown as they are, normalised to predict.
     dataset = image_text_dataset(
         os.path.join(shard_dir, "test"),
         batch_size=count,
         image_size=image_size,
         training=False,
-    )
-    images, captions = next(iter(dataset))
-    raw = image_text_dataset(
-        os.path.join(shard_dir, "test"),
-        batch_size=count,
-        image_size=image_size,
-        training=False,
         normalize=False,
+        deterministic=True,
+        seed=0,
     )
-    pixels, _ = next(iter(raw))
-    predictions = top_tokens(model, tokenizer, np.asarray(images))
+    pixels, captions = next(iter(dataset))
+    images = transforms.normalize(pixels).numpy()
+    predictions = top_tokens(model, tokenizer, images)
     columns = 4
     rows = int(np.ceil(count / columns))
     figure, axes = plt.subplots(

@@ -11,13 +11,8 @@ from keras_superclass.training.config import ConfigError
 
 def _architecture_presets():
     """(backbone class, presets) for every encoder family we ship."""
-    from keras_superclass.models.catlip import CatLIPClassifier
-    from keras_superclass.models.crunet import CRUNetBackbone
-
     return [
         (SuperClassBackbone, SuperClassBackbone.architecture_presets),
-        (SuperClassBackbone, CatLIPClassifier.architecture_presets),
-        (CRUNetBackbone, CRUNetBackbone.architecture_presets),
     ]
 
 
@@ -57,6 +52,14 @@ def build_task(config, vocabulary_size):
             f"vocabulary). Remove the key or use the matching tokenizer."
         )
     backbone = build_backbone(model["preset"], model["backbone"])
+    image_size = config["data"]["image_size"]
+    if tuple(backbone.input_shape[1:3]) != (image_size, image_size):
+        raise ConfigError(
+            f"'data.image_size' is {image_size} but the model takes "
+            f"{backbone.input_shape[1]}x{backbone.input_shape[2]} images. "
+            f"Set model.backbone.image_shape to [{image_size}, {image_size}, "
+            f"3] or data.image_size to {backbone.input_shape[1]}."
+        )
     return task_class(model["task"])(
         backbone,
         vocabulary_size=vocabulary_size,

@@ -79,6 +79,10 @@ DEFAULTS = {
 }
 
 
+# Sections holding constructor arguments rather than config keys.
+FREE_FORM = ("backbone", "options")
+
+
 class ConfigError(ValueError):
     """A config that cannot be used; the message names the key and file."""
 
@@ -111,13 +115,16 @@ def _merge(base, update, source, prefix=""):
                 f"Unknown config key '{dotted}' in {source}. Known keys "
                 f"here: {known}."
             )
-        if isinstance(base[key], dict) and key not in ("backbone", "options"):
+        if isinstance(base[key], dict):
             if not isinstance(value, dict):
                 raise ConfigError(
                     f"Config key '{dotted}' in {source} must be a mapping, "
                     f"got {type(value).__name__}."
                 )
-            _merge(base[key], value, source, prefix=f"{dotted}.")
+            if key in FREE_FORM:  # arguments passed through: any key
+                base[key].update(value)
+            else:
+                _merge(base[key], value, source, prefix=f"{dotted}.")
         else:
             base[key] = value
 

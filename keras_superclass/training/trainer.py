@@ -84,6 +84,8 @@ def train(config, resume=False, callbacks=(), verbose="auto"):
             f"that run, or set checkpoint.dir to a new directory."
         )
     keras.config.set_dtype_policy(t["dtype_policy"])
+    # Same initial weights on every run of a config (and after --resume).
+    keras.utils.set_random_seed(config["data"]["seed"])
     vocabulary_size, label_kwargs, labeler = build_labels(config)
     model = build_task(config, vocabulary_size)
     ignore_ids = getattr(labeler, "special_token_ids", ())

@@ -1,0 +1,200 @@
+"""End-to-end training on demo shards: resume after SIGKILL, export, predict.
+
+Runs the real `keras-superclass` command in subprocesses so a kill is a
+real kill.
+"""
+
+import csv
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_OVERRIDES = [
+    "model.backbone.image_shape=[32, 32, 3]",
+    "model.backbone.patch_size=8",
+    "model.backbone.num_layers=1",
+    "model.backbone.num_heads=2",
+    "model.backbone.hidden_dim=32",
+    "model.backbone.mlp_dim=64",
+    "data.image_size=32",
+    "data.shuffle_buffer=64",
+    "training.global_batch_size=8",
+    "training.total_steps=16",
+    "training.steps_per_epoch=2",
+    "training.warmup_steps=2",
+    "checkpoint.keep=20",
+]
+
+
+def cli(*args, check=True, **kwargs):
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = [sys.executable, "-m", "keras_superclass.cli.main", *args]
+    result = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=600, **kwargs
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory):
+    from keras_superclass.data import write_demo_dataset
+    from keras_superclass.data.document_frequency import iter_captions
+    from keras_superclass.data.tokenizers import train_tokenizer
+
+    root = tmp_path_factory.mktemp("demo")
+    write_demo_dataset(
+        root / "shards", num_train=96, num_test=16, seed=0, progress=False
+    )
+    train_glob = str(root / "shards" / "train" / "*.tfrecord")
+    tokenizer = train_tokenizer(
+        "word", iter_captions(train_glob), vocabulary_size=200, min_count=1
+    )
+    tokenizer.save_to_preset(str(root / "tokenizer"))
+    return root, train_glob
+
+
+def run_args(root, train_glob, run_dir):
+    return [
+        "train",
+        "--config",
+        "demo_tiny",
+        *TINY_OVERRIDES,
+        f"data.train={train_glob}",
+        f"data.tokenizer={root / 'tokenizer'}",
+        f"checkpoint.dir={run_dir}",
+    ]
+
+
+def read_log(run_dir):
+    with open(os.path.join(run_dir, "log.csv"), newline="") as f:
+        return [
+            (int(row["epoch"]), float(row["loss"])) for row in csv.DictReader(f)
+        ]
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(demo_data):
+    root, train_glob = demo_data
+    straight = str(root / "straight")
+    cli(*run_args(root, train_glob, straight))
+    expected = read_log(straight)
+    assert [e for e, _ in expected] == list(range(8))
+
+    killed = str(root / "killed")
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keras_superclass.cli.main"]
+        + run_args(root, train_glob, killed),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while not glob.glob(os.path.join(killed, "ckpt-00000004.json")):
+        assert process.poll() is None, "training ended before the kill"
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # mid-run, no clean-up
+    process.wait()
+    steps = sorted(glob.glob(os.path.join(killed, "ckpt-*.json")))
+    assert len(steps) < 8, "the run finished before it was killed"
+
+    cli(*run_args(root, train_glob, killed), "--resume")
+    resumed = read_log(killed)
+    assert [e for e, _ in resumed] == list(range(8))
+    np.testing.assert_allclose(
+        [loss for _, loss in resumed],
+        [loss for _, loss in expected],
+        rtol=2e-4,
+    )
+    with open(os.path.join(killed, "ckpt-00000016.json")) as f:
+        assert json.load(f)["step"] == 16
+
+    # Export the finished run, then predict and reload it.
+    preset = str(root / "preset")
+    cli("export", "--run", killed, "--out", preset)
+    image = os.path.join(str(root), "scene.png")
+    from keras_superclass.data import demo_scene
+
+    demo_scene_png(demo_scene, image)
+    out = cli("predict", image, "--preset", preset, "--json", "--top-k", "3")
+    record = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(record["tokens"]) == 3
+    assert all(isinstance(t["token"], str) for t in record["tokens"])
+
+    import keras_hub
+
+    import keras_superclass  # noqa: F401
+
+    backbone = keras_hub.models.Backbone.from_preset(preset)
+    x = np.random.normal(size=(2, 32, 32, 3)).astype("float32")
+    from keras_superclass.models import SuperClassClassifier
+
+    task = SuperClassClassifier.from_preset(preset)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(backbone(x)["pooled_output"]),
+        keras.ops.convert_to_numpy(task.backbone(x)["pooled_output"]),
+        atol=1e-6,
+    )
+
+
+def demo_scene_png(demo_scene, path):
+    from PIL import Image
+
+    scene = demo_scene(0, seed=1, split="test")
+    pixels = scene["image"] if isinstance(scene, dict) else scene[0]
+    Image.fromarray(np.asarray(pixels, dtype="uint8")).save(path)
+
+
+def test_training_errors_are_clear(demo_data, tmp_path):
+    root, train_glob = demo_data
+    run_dir = tmp_path / "run"
+    result = cli(*run_args(root, train_glob, run_dir), "--resume", check=False)
+    assert result.returncode == 2
+    assert "no complete checkpoint" in result.stderr
+
+    result = cli(
+        *run_args(root, str(tmp_path / "nothing-*.tfrecord"), run_dir),
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "nothing-" in result.stderr
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  total_step: 3\n")
+    result = cli("train", "--config", str(bad), check=False)
+    assert result.returncode == 2
+    assert (
+        "training.total_step" in result.stderr and "bad.yaml" in result.stderr
+    )
+
+
+def test_checkpoint_of_another_model_size_is_refused(demo_data, tmp_path):
+    root, train_glob = demo_data
+    run_dir = tmp_path / "run"
+    args = run_args(root, train_glob, run_dir)
+    cli(*args, "training.total_steps=2")
+    result = cli(
+        *args,
+        "training.total_steps=2",
+        "model.backbone.hidden_dim=48",
+        "--resume",
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "different model" in result.stderr and "hidden_dim" in result.stderr
+    result = cli(*args, "training.total_steps=2", check=False)
+    assert result.returncode == 2
+    assert "already holds checkpoints" in result.stderr
