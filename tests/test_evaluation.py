@@ -31,7 +31,9 @@ def gaussian_classes(count, num_classes=10, dim=32, spread=1.0, seed=0):
     return features.astype("float32"), labels
 
 
+@pytest.fixture(scope="module")
 def tiny_backbone():
+    """One tiny ViT shared by the tests of this module (never modified)."""
     return SuperClassBackbone(
         image_shape=(32, 32, 3),
         patch_size=8,
@@ -53,7 +55,7 @@ def test_linear_probe_separable_and_random_labels():
         y_train,
         x_test,
         y_test,
-        epochs=8,
+        epochs=5,
         batch_size=100,
         warmup_epochs=1,
     )
@@ -71,7 +73,7 @@ def test_linear_probe_separable_and_random_labels():
         rng.integers(0, 10, len(x_train)),
         x_test,
         rng.integers(0, 10, len(x_test)),
-        epochs=8,
+        epochs=5,
         batch_size=100,
         warmup_epochs=1,
     )
@@ -216,10 +218,10 @@ def test_few_shot_needs_enough_examples():
 # === Features ===
 
 
-def test_extract_features_shapes_and_values():
+def test_extract_features_shapes_and_values(tiny_backbone):
     import tensorflow as tf
 
-    backbone = tiny_backbone()
+    backbone = tiny_backbone
     images = np.random.default_rng(0).normal(size=(5, 32, 32, 3))
     images = images.astype("float32")
     labels = np.array([0, 1, 2, 1, 0])
@@ -235,7 +237,7 @@ def test_extract_features_shapes_and_values():
     np.testing.assert_allclose(features, expected, atol=1e-4)
 
     # A tf.data dataset of batches, and a task (its backbone is used).
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(3)
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(2)
     task = SuperClassClassifier(backbone, vocabulary_size=11, compile=False)
     features, out_labels = extract_features(task, dataset, verbose=True)
     np.testing.assert_allclose(features, expected, atol=1e-4)
@@ -281,8 +283,8 @@ def test_evaluate_and_write_results(tmp_path):
         evaluate_features(x_train, y_train, x_test, y_test, protocols="svm")
 
 
-def test_evaluate_encoder_on_arrays():
-    backbone = tiny_backbone()
+def test_evaluate_encoder_on_arrays(tiny_backbone):
+    backbone = tiny_backbone
     rng = np.random.default_rng(0)
     images = rng.normal(size=(12, 32, 32, 3)).astype("float32")
     labels = np.arange(12) % 3
@@ -318,13 +320,13 @@ def write_image_folder(root, counts, seed):
             )
 
 
-def test_cli_probe_end_to_end(tmp_path, capsys):
+def test_cli_probe_end_to_end(tiny_backbone, tmp_path, capsys):
     from keras_superclass.cli.main import main
 
     write_image_folder(tmp_path / "train", 4, seed=0)
     write_image_folder(tmp_path / "test", 2, seed=1)
     preset = tmp_path / "preset"
-    tiny_backbone().save_to_preset(str(preset))
+    tiny_backbone.save_to_preset(str(preset))
     out = tmp_path / "results"
     common = [
         "probe",
@@ -352,9 +354,10 @@ def test_cli_probe_end_to_end(tmp_path, capsys):
     assert set(results["protocols"]) == {"linear_probe", "knn", "few_shot"}
     assert os.path.exists(out / "results.md")
 
-    # Not enough training images for 10 shots: a clear one-line error.
-    code = main(
-        common + ["--protocols", "few_shot", "--shots", "10", "--out", str(out)]
-    )
+    # User errors end in one clear line and exit status 2.
+    code = main(common + ["--protocols", "svm", "--out", str(out)])
     assert code == 2
-    assert "10-shot evaluation needs 10" in capsys.readouterr().err
+    assert "choose from linear_probe, knn, few_shot" in capsys.readouterr().err
+    common[common.index("--train") + 1] = str(tmp_path / "missing")
+    assert main(common + ["--out", str(out)]) == 2
+    assert "missing' does not exist" in capsys.readouterr().err

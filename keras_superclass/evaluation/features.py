@@ -64,7 +64,9 @@ class FeatureExtractor:
     def __init__(self, encoder, output_key="pooled_output"):
         self.encoder = resolve_encoder(encoder)
         self.output_key = output_key
-        self.model = _FeatureModel(self.encoder, output_key)
+        self.model = _FeatureModel(
+            self.encoder, output_key, name="feature_extractor"
+        )
         self._batch_size = None
 
     def _predict(self, images):
