@@ -212,6 +212,10 @@ def test_few_shot_needs_enough_examples():
     x = np.random.default_rng(0).normal(size=(9, 4)).astype("float32")
     y = np.array([0, 0, 0, 0, 0, 1, 1, 1, 2])
     with pytest.raises(
+        ValueError, match=r"class\(es\) have fewer \(class 5: 3"
+    ):
+        few_shot_accuracy(x, y * 5, x, y * 5, shots=(4,))  # original ids
+    with pytest.raises(
         ValueError, match=r"5-shot .*\(class 1: 3, class 2: 1\)"
     ):
         few_shot_accuracy(x, y, x, y, shots=(1, 5))
