@@ -31,7 +31,9 @@ def gaussian_classes(count, num_classes=10, dim=32, spread=1.0, seed=0):
     return features.astype("float32"), labels
 
 
+@pytest.fixture(scope="module")
 def tiny_backbone():
+    """One tiny ViT shared by the tests of this module (never modified)."""
     return SuperClassBackbone(
         image_shape=(32, 32, 3),
         patch_size=8,
@@ -53,7 +55,7 @@ def test_linear_probe_separable_and_random_labels():
         y_train,
         x_test,
         y_test,
-        epochs=8,
+        epochs=5,
         batch_size=100,
         warmup_epochs=1,
     )
@@ -71,7 +73,7 @@ def test_linear_probe_separable_and_random_labels():
         rng.integers(0, 10, len(x_train)),
         x_test,
         rng.integers(0, 10, len(x_test)),
-        epochs=8,
+        epochs=5,
         batch_size=100,
         warmup_epochs=1,
     )
@@ -200,11 +202,19 @@ def test_few_shot_fixed_l2_and_labels_with_gaps():
     )
     assert results[2]["l2_reg"] == [1024.0] * 3
     assert results[2]["mean"] == 1.0
+    # Selected on the holdout: every grid value is perfect here, and ties
+    # go to the value nearest big_vision's 2**10.
+    selected = few_shot_accuracy(x_train, y_train, x_test, y_test, shots=(2,))
+    assert selected[2]["l2_reg"] == [1024.0] * 3
 
 
 def test_few_shot_needs_enough_examples():
     x = np.random.default_rng(0).normal(size=(9, 4)).astype("float32")
     y = np.array([0, 0, 0, 0, 0, 1, 1, 1, 2])
+    with pytest.raises(
+        ValueError, match=r"class\(es\) have fewer \(class 5: 3"
+    ):
+        few_shot_accuracy(x, y * 5, x, y * 5, shots=(4,))  # original ids
     with pytest.raises(
         ValueError, match=r"5-shot .*\(class 1: 3, class 2: 1\)"
     ):
@@ -216,10 +226,10 @@ def test_few_shot_needs_enough_examples():
 # === Features ===
 
 
-def test_extract_features_shapes_and_values():
+def test_extract_features_shapes_and_values(tiny_backbone):
     import tensorflow as tf
 
-    backbone = tiny_backbone()
+    backbone = tiny_backbone
     images = np.random.default_rng(0).normal(size=(5, 32, 32, 3))
     images = images.astype("float32")
     labels = np.array([0, 1, 2, 1, 0])
@@ -235,7 +245,7 @@ def test_extract_features_shapes_and_values():
     np.testing.assert_allclose(features, expected, atol=1e-4)
 
     # A tf.data dataset of batches, and a task (its backbone is used).
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(3)
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(2)
     task = SuperClassClassifier(backbone, vocabulary_size=11, compile=False)
     features, out_labels = extract_features(task, dataset, verbose=True)
     np.testing.assert_allclose(features, expected, atol=1e-4)
@@ -251,8 +261,8 @@ def test_extract_features_shapes_and_values():
 
 
 def test_evaluate_and_write_results(tmp_path):
-    x_train, y_train = gaussian_classes(200, num_classes=4, dim=8)
-    x_test, y_test = gaussian_classes(80, num_classes=4, dim=8, seed=1)
+    x_train, y_train = gaussian_classes(200, num_classes=6, dim=8)
+    x_test, y_test = gaussian_classes(80, num_classes=6, dim=8, seed=1)
     results = evaluate_features(
         x_train,
         y_train,
@@ -263,7 +273,7 @@ def test_evaluate_and_write_results(tmp_path):
         few_shot_kwargs={"shots": (1, 3)},
     )
     assert set(results["few_shot"]["shots"]) == {"1", "3"}
-    assert results["knn"]["k"] == 5 and results["num_classes"] == 4
+    assert results["knn"]["k"] == 5 and results["num_classes"] == 6
     json_path, markdown_path = write_results(results, tmp_path / "out")
     with open(json_path) as file:
         assert json.load(file) == json.loads(json.dumps(results))
@@ -273,6 +283,7 @@ def test_evaluate_and_write_results(tmp_path):
     knn = f"{100 * results['knn']['top1']:.2f}"
     assert f"| kNN | k=5, T=0.07 | top-1 | {knn} |" in markdown
     assert "| 3-shot ridge | 3 seeds | top-1 |" in markdown
+    assert markdown.count("top-5") == 2
     assert sorted(os.listdir(tmp_path / "out")) == [
         "results.json",
         "results.md",
@@ -281,8 +292,8 @@ def test_evaluate_and_write_results(tmp_path):
         evaluate_features(x_train, y_train, x_test, y_test, protocols="svm")
 
 
-def test_evaluate_encoder_on_arrays():
-    backbone = tiny_backbone()
+def test_evaluate_encoder_on_arrays(tiny_backbone):
+    backbone = tiny_backbone
     rng = np.random.default_rng(0)
     images = rng.normal(size=(12, 32, 32, 3)).astype("float32")
     labels = np.arange(12) % 3
@@ -297,7 +308,9 @@ def test_evaluate_encoder_on_arrays():
     assert results["encoder"] == "SuperClassBackbone"
     assert results["feature_dim"] == 32 and results["num_test"] == 3
     assert "linear_probe" not in results and "top1" in results["knn"]
-    assert format_results_table(results).count("| kNN |") == 2
+    # Three classes: top-5 would be trivially 100%, so it is left out.
+    assert results["knn"]["top5"] is None
+    assert format_results_table(results).count("| kNN |") == 1
 
 
 # === CLI ===
@@ -318,13 +331,13 @@ def write_image_folder(root, counts, seed):
             )
 
 
-def test_cli_probe_end_to_end(tmp_path, capsys):
+def test_cli_probe_end_to_end(tiny_backbone, tmp_path, capsys):
     from keras_superclass.cli.main import main
 
     write_image_folder(tmp_path / "train", 4, seed=0)
     write_image_folder(tmp_path / "test", 2, seed=1)
     preset = tmp_path / "preset"
-    tiny_backbone().save_to_preset(str(preset))
+    tiny_backbone.save_to_preset(str(preset))
     out = tmp_path / "results"
     common = [
         "probe",
@@ -352,9 +365,10 @@ def test_cli_probe_end_to_end(tmp_path, capsys):
     assert set(results["protocols"]) == {"linear_probe", "knn", "few_shot"}
     assert os.path.exists(out / "results.md")
 
-    # Not enough training images for 10 shots: a clear one-line error.
-    code = main(
-        common + ["--protocols", "few_shot", "--shots", "10", "--out", str(out)]
-    )
+    # User errors end in one clear line and exit status 2.
+    code = main(common + ["--protocols", "svm", "--out", str(out)])
     assert code == 2
-    assert "10-shot evaluation needs 10" in capsys.readouterr().err
+    assert "choose from linear_probe, knn, few_shot" in capsys.readouterr().err
+    common[common.index("--train") + 1] = str(tmp_path / "missing")
+    assert main(common + ["--out", str(out)]) == 2
+    assert "missing' does not exist" in capsys.readouterr().err

@@ -64,7 +64,9 @@ class FeatureExtractor:
     def __init__(self, encoder, output_key="pooled_output"):
         self.encoder = resolve_encoder(encoder)
         self.output_key = output_key
-        self.model = _FeatureModel(self.encoder, output_key)
+        self.model = _FeatureModel(
+            self.encoder, output_key, name="feature_extractor"
+        )
         self._batch_size = None
 
     def _predict(self, images):
@@ -92,10 +94,8 @@ class FeatureExtractor:
                     f"{type(batch).__name__}."
                 )
             images, batch_labels = batch[0], batch[1]
-            images = keras.ops.convert_to_numpy(images)
-            batch_labels = np.asarray(
-                keras.ops.convert_to_numpy(batch_labels)
-            ).reshape(-1)
+            images = _to_numpy(images)
+            batch_labels = _to_numpy(batch_labels).reshape(-1)
             if images.shape[0] != batch_labels.shape[0]:
                 raise ValueError(
                     f"A batch holds {images.shape[0]} images but "
@@ -199,6 +199,16 @@ def check_features(features, labels, name):
     return features, labels
 
 
+def _to_numpy(x):
+    """A NumPy array from NumPy, this backend's tensors or TF tensors."""
+    if isinstance(x, np.ndarray):
+        return x
+    try:
+        return np.asarray(keras.ops.convert_to_numpy(x))
+    except (TypeError, ValueError, AttributeError):
+        return np.asarray(x)
+
+
 def _as_batches(data, labels, batch_size):
     """Returns `(iterable of (images, labels) batches, number or None)`."""
     if isinstance(data, tuple) and len(data) == 2 and labels is None:
@@ -207,13 +217,13 @@ def _as_batches(data, labels, batch_size):
     if isinstance(data, np.ndarray) or (
         labels is not None and hasattr(data, "shape")
     ):
-        images = np.asarray(data)
+        images = _to_numpy(data)
         if labels is None:
             raise ValueError(
                 "Images given as an array need `labels=` (one integer per "
                 "image), or pass an `(images, labels)` tuple."
             )
-        labels = np.asarray(labels).reshape(-1)
+        labels = _to_numpy(labels).reshape(-1)
         if images.shape[0] != labels.shape[0]:
             raise ValueError(
                 f"Got {images.shape[0]} images but {labels.shape[0]} labels; "

@@ -9,9 +9,9 @@ fewer samples than dimensions) gives the solution for every L2 strength.
 
 big_vision uses a fixed L2 strength (2**10). Here it is chosen from a small
 grid by accuracy on a holdout drawn from the training examples that were
-not sampled as shots (`holdout_per_class` per class); with no such
-examples it falls back to 2**10. SuperClass reports the 10-shot accuracy
-as the mean of 3 runs (3 seeds).
+not sampled as shots (`holdout_per_class` per class; ties go to the value
+nearest 2**10); with no such examples it is 2**10. SuperClass reports the
+10-shot accuracy as the mean of 3 runs (3 seeds).
 """
 
 import numpy as np
@@ -74,17 +74,21 @@ class RidgeClassifier:
 
 
 def _check_shots(shots):
-    shots = tuple(int(n) for n in np.atleast_1d(shots))
+    shots = tuple(sorted({int(n) for n in np.atleast_1d(shots)}))
     if not shots or min(shots) < 1:
         raise ValueError(f"`shots` must be positive integers, got {shots}.")
     return shots
 
 
-def _class_indices(train_labels, classes, shots):
-    """Indices of each class; raises if one has fewer than `max(shots)`."""
-    indices = [np.flatnonzero(train_labels == c) for c in classes]
+def _class_indices(train_ids, classes, shots):
+    """Ascending indices of each compact class id `0..len(classes) - 1`.
+
+    Raises if a class has fewer than `max(shots)` examples; `classes` maps
+    compact ids back to the original labels for the message.
+    """
+    counts = np.bincount(train_ids, minlength=len(classes))
     needed = max(shots)
-    short = [(c, len(i)) for c, i in zip(classes, indices) if len(i) < needed]
+    short = [(classes[c], int(n)) for c, n in enumerate(counts) if n < needed]
     if short:
         listed = ", ".join(f"class {c}: {n}" for c, n in short[:5])
         more = f" and {len(short) - 5} more" if len(short) > 5 else ""
@@ -96,9 +100,11 @@ def _class_indices(train_labels, classes, shots):
         )
         raise ValueError(
             f"{needed}-shot evaluation needs {needed} training examples of "
-            f"every class, but {len(short)} classes have fewer ({listed}"
+            f"every class, but {len(short)} class(es) have fewer ({listed}"
             f"{more}). Either {hint}, or add training data."
         )
+    order = np.argsort(train_ids, kind="stable")
+    indices = np.split(order, np.cumsum(counts)[:-1])
     return indices
 
 
@@ -159,22 +165,23 @@ def few_shot_accuracy(
     seeds = tuple(int(s) for s in np.atleast_1d(seeds))
     if not seeds:
         raise ValueError("`seeds` must hold at least one seed.")
-    if l2_reg is None and not len(l2_grid):
-        raise ValueError("`l2_grid` is empty; pass candidates or `l2_reg`.")
+    candidates = [l2_reg] if l2_reg is not None else list(l2_grid)
+    if not candidates or min(candidates) <= 0:
+        raise ValueError(
+            f"L2 strengths must be positive, got {candidates}; pass a "
+            "non-empty `l2_grid` or a positive `l2_reg`."
+        )
 
     # Work on compact class ids over every class that occurs.
     classes = np.union1d(train_labels, test_labels)
     train_ids = np.searchsorted(classes, train_labels)
     test_ids = np.searchsorted(classes, test_labels)
-    _class_indices(train_ids, range(len(classes)), shots)
+    class_indices = _class_indices(train_ids, classes.tolist(), shots)
 
     runs = {n: {"per_seed": [], "l2_reg": []} for n in shots}
     for seed in seeds:
         rng = np.random.default_rng(seed)
-        indices = [
-            rng.permutation(index)
-            for index in _class_indices(train_ids, range(len(classes)), shots)
-        ]
+        indices = [rng.permutation(index) for index in class_indices]
         for n in shots:
             chosen = np.concatenate([index[:n] for index in indices])
             ridge = RidgeClassifier(
@@ -200,12 +207,17 @@ def few_shot_accuracy(
 
 
 def _select_l2(ridge, features, labels, grid):
-    """The grid value with the best holdout accuracy (ties: the larger)."""
+    """The grid value with the best holdout accuracy.
+
+    Ties (common when the holdout is small or easy) go to the value closest
+    to big_vision's fixed default, 2**10, on a log scale.
+    """
     if features.shape[0] == 0:
         return DEFAULT_L2_REG
-    best, best_accuracy = None, -1.0
-    for strength in sorted(grid):
-        accuracy = np.mean(ridge.predict(features, strength) == labels)
-        if accuracy >= best_accuracy:
-            best, best_accuracy = strength, accuracy
-    return best
+    accuracies = [
+        np.mean(ridge.predict(features, strength) == labels)
+        for strength in grid
+    ]
+    best = max(accuracies)
+    tied = [s for s, a in zip(grid, accuracies) if a == best]
+    return min(tied, key=lambda s: abs(np.log2(s) - np.log2(DEFAULT_L2_REG)))

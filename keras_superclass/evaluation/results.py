@@ -85,7 +85,9 @@ def evaluate_features(
         )
         results["linear_probe"] = {
             "top1": top1,
-            "top5": probe_top_k_accuracy(probe, test_features, test_labels),
+            "top5": probe_top_k_accuracy(probe, test_features, test_labels)
+            if num_classes > 5
+            else None,
             "seconds": round(time.perf_counter() - start, 3),
             **_plain(kwargs),
         }
@@ -102,7 +104,9 @@ def evaluate_features(
         )
         results["knn"] = {
             "top1": top_k_accuracy(votes, test_labels, k=1),
-            "top5": top_k_accuracy(votes, test_labels, k=5),
+            "top5": top_k_accuracy(votes, test_labels, k=5)
+            if num_classes > 5
+            else None,
             "seconds": round(time.perf_counter() - start, 3),
             **_plain(kwargs),
         }
@@ -207,12 +211,16 @@ def format_results_table(results):
         probe = results["linear_probe"]
         setting = f"{probe.get('epochs', '?')} epochs"
         rows.append(("Linear probe", setting, "top-1", _percent(probe["top1"])))
-        rows.append(("Linear probe", setting, "top-5", _percent(probe["top5"])))
+        if probe.get("top5") is not None:
+            rows.append(
+                ("Linear probe", setting, "top-5", _percent(probe["top5"]))
+            )
     if "knn" in results:
         knn = results["knn"]
         setting = f"k={knn.get('k')}, T={knn.get('temperature')}"
         rows.append(("kNN", setting, "top-1", _percent(knn["top1"])))
-        rows.append(("kNN", setting, "top-5", _percent(knn["top5"])))
+        if knn.get("top5") is not None:
+            rows.append(("kNN", setting, "top-5", _percent(knn["top5"])))
     if "few_shot" in results:
         few = results["few_shot"]
         seeds = len(few.get("seeds", [])) or "?"
@@ -268,7 +276,7 @@ def write_results(results, out_dir):
     os.makedirs(out_dir, exist_ok=True)
     json_path = os.path.join(out_dir, "results.json")
     markdown_path = os.path.join(out_dir, "results.md")
-    text = json.dumps(results, indent=2, sort_keys=True, allow_nan=False)
+    text = json.dumps(results, indent=2, allow_nan=False)
     _atomic_write(json_path, text + "\n")
     _atomic_write(
         markdown_path, "# Evaluation\n\n" + format_results_table(results)
