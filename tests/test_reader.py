@@ -377,3 +377,46 @@ def test_labelled_shards_feed_model_fit(tmp_path):
 def test_missing_shards_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="keras-superclass shards"):
         image_text_dataset(os.path.join(tmp_path, "*.tfrecord"), 2)
+
+
+def test_tokenizer_argument_uses_make_label_fn(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    import keras_superclass.data as data
+
+    calls = []
+    label_fn, _ = make_label_fn(max_labels=5)
+
+    def fake_make_label_fn(tokenizer, max_labels=64, pad_id=-1):
+        calls.append((tokenizer, max_labels, pad_id))
+        return label_fn
+
+    labels = types.ModuleType("keras_superclass.data.labels")
+    labels.make_label_fn = fake_make_label_fn
+    monkeypatch.setitem(sys.modules, "keras_superclass.data.labels", labels)
+    monkeypatch.delitem(data.__dict__, "make_label_fn", raising=False)
+    # The package re-exports the other branch's modules lazily.
+    assert data.make_label_fn is fake_make_label_fn
+    del data.__dict__["make_label_fn"]  # Drop the cached fake.
+
+    write_raw_shard(
+        tmp_path / "a.tfrecord",
+        [(encode(gradient_image(8, 8)), b"a blue star")],
+    )
+    tokenizer = object()
+    ds = image_text_dataset(
+        str(tmp_path),
+        1,
+        image_size=8,
+        training=False,
+        tokenizer=tokenizer,
+        max_labels=5,
+    )
+    assert calls == [(tokenizer, 5, -1)]
+    _, ids = next(iter(ds))
+    assert ids.shape == (1, 5)
+    with pytest.raises(ValueError, match="not both"):
+        image_text_dataset(
+            str(tmp_path), 1, tokenizer=tokenizer, label_fn=label_fn
+        )
