@@ -12,6 +12,8 @@ from PIL import Image
 
 from keras_superclass.data import schema
 from keras_superclass.data import transforms
+from keras_superclass.data.corrupt import truncate_file
+from keras_superclass.data.corrupt import write_corrupt_shard
 from keras_superclass.data.demo_dataset import demo_vocabulary
 from keras_superclass.data.reader import CorruptRecordCounter
 from keras_superclass.data.reader import CorruptRecordReport
@@ -235,24 +237,25 @@ def test_decodes_cmyk_rgba_grayscale_png(tmp_path):
 
 def test_corrupt_records_are_skipped_and_counted(tmp_path):
     good = encode(gradient_image(16, 16))
+    planted = write_corrupt_shard(tmp_path / "a.tfrecord", good)
+    assert planted == {
+        "empty_caption": 2,
+        "invalid_utf8_caption": 1,
+        "undecodable_image": 1,
+    }
     write_raw_shard(
-        tmp_path / "a.tfrecord",
-        [
-            (good, b"fine one"),
-            (b"\xff\xd8 not really a jpeg", b"undecodable"),
-            (good, b""),
-            (good, b" \t\n"),
-            (good, b"caf\xe9"),
-            (good, "fine, caf\u00e9 \u2603".encode()),
-        ],
+        tmp_path / "c.tfrecord",
+        [(good, "fine, caf\u00e9 \u2603".encode())],
     )
     # A real shard cut in the middle of its 4th record.
     write_raw_shard(
         tmp_path / "b.tfrecord",
         [(good, f"second file {i}".encode()) for i in range(6)],
     )
-    data = (tmp_path / "b.tfrecord").read_bytes()
-    (tmp_path / "b.tfrecord").write_bytes(data[: len(data) * 3 // 6 + 20])
+    truncate_file(
+        tmp_path / "b.tfrecord",
+        0.5 + 20 / os.path.getsize(tmp_path / "b.tfrecord"),
+    )
 
     label_fn, _ = make_label_fn()
     ds = image_text_dataset(
