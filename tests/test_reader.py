@@ -371,6 +371,7 @@ def test_labelled_shards_feed_model_fit(tmp_path):
         ds,
         epochs=1,
         verbose=0,
+        shuffle=False,
         callbacks=[CorruptRecordReport(ds, print_fn=lines.append)],
     )
     assert np.isfinite(history.history["loss"][0])
