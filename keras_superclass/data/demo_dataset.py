@@ -218,6 +218,11 @@ class DemoSource(Source):
         split: "train" or "test" (different scenes for the same index).
         image_size: side length in pixels.
         records_per_shard: scenes per shard.
+
+    Example:
+
+    >>> write_shards(DemoSource(256, split="test"), "demo/test")
+    ... # doctest: +SKIP
     """
 
     def __init__(

@@ -121,20 +121,27 @@ class CorruptRecordReport(keras.callbacks.Callback):
 
 
 def default_process_index_and_count():
-    """`(index, count)` of this process among the training processes.
+    """`(index, count)` of this process's share of the data.
 
-    Uses the Keras distribution / JAX process index when available, then
+    With a multi-process Keras distribution: `(0, 1)` when it shards the
+    dataset itself (`auto_shard_dataset=True`, the default), else its data
+    shard id among the model replicas. Otherwise the JAX process index, then
     `torch.distributed`, else `(0, 1)`.
     """
     try:
         distribution = keras.distribution.distribution()
     except Exception:
         distribution = None
-    if distribution is not None and getattr(distribution, "_num_process", 0):
-        return (
-            int(getattr(distribution, "_process_id", 0) or 0),
-            int(distribution._num_process),
-        )
+    if distribution is not None and distribution.num_processes > 1:
+        if getattr(distribution, "_auto_shard_dataset", False):
+            return 0, 1  # Keras shards the dataset per process.
+        try:
+            replicas = min(
+                distribution.num_model_replicas, distribution.num_processes
+            )
+        except NotImplementedError:
+            replicas = distribution.num_processes
+        return distribution.data_shard_id, replicas
     if keras.backend.backend() == "jax":
         import jax
 

@@ -248,6 +248,11 @@ class TarSource(Source):
 
     Args:
         tar_files: a path, a glob pattern, or a list of them.
+
+    Example:
+
+    >>> write_shards(TarSource("laion/*.tar"), "shards/", workers=4)
+    ... # doctest: +SKIP
     """
 
     def __init__(self, tar_files):
@@ -343,6 +348,13 @@ class RecordListSource(Source):
     Args:
         records: the list of records.
         records_per_shard: records per output shard.
+
+    Example:
+
+    >>> source = RecordListSource(
+    ...     [{"key": "0", "image": png_bytes, "caption": "a cat"}])
+    ... # doctest: +SKIP
+    >>> write_shards(source, "shards/")  # doctest: +SKIP
     """
 
     def __init__(self, records, records_per_shard=1000):
