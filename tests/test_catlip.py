@@ -180,8 +180,8 @@ def test_tiny_catlip_learns_and_round_trips_as_preset(tmp_path):
     assert restored.vocabulary_size == 16
     assert restored.backbone.stem == "conv"
     np.testing.assert_allclose(
-        restored.predict(images, verbose=0),
-        model.predict(images, verbose=0),
+        keras.ops.convert_to_numpy(restored(images[:2], training=False)),
+        keras.ops.convert_to_numpy(model(images[:2], training=False)),
         atol=1e-5,
     )
 
@@ -197,8 +197,8 @@ def test_from_preset_name_builds_the_architecture():
     assert model.backbone.hidden_dim == 192
     assert model.backbone.pooling == "cls"
     assert model.backbone.layer_norm_epsilon == 1e-6
-    out = model.predict(np.zeros((1, 32, 32, 3), "float32"), verbose=0)
-    assert out.shape == (1, 8)
+    out = model(np.zeros((1, 32, 32, 3), "float32"), training=False)
+    assert tuple(out.shape) == (1, 8)
 
 
 # ---- Transfer Init ----
