@@ -1,0 +1,2 @@
+from keras_superclass.models.catlip.catlip_classifier import CatLIPClassifier
+from keras_superclass.models.catlip.catlip_presets import backbone_presets
