@@ -43,7 +43,8 @@ def test_every_shipped_config_loads(name):
 def test_reference_schedule_numbers():
     config = load_config("cls_vit_b16_s512m_bs16k")
     assert config["training"]["total_steps"] == 512_000_000 // 16384
-    assert config["training"]["beta_2"] == 0.98
+    assert config["training"]["beta_2"] is None  # the task recipe: 0.98
+    assert SuperClassClassifier.recipe["beta_2"] == 0.98
     assert config["model"]["preset"] == "superclass_vit_b16"
 
 

@@ -1,3 +1,5 @@
+from keras_superclass.models.catlip.catlip_classifier import CatLIPClassifier
+from keras_superclass.models.superclass.conv_stem import ConvStem
 from keras_superclass.models.superclass.superclass_backbone import (
     SuperClassBackbone,
 )

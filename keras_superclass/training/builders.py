@@ -11,8 +11,11 @@ from keras_superclass.training.config import ConfigError
 
 def _architecture_presets():
     """(backbone class, presets) for every encoder family we ship."""
+    from keras_superclass.models import CatLIPClassifier
+
     return [
         (SuperClassBackbone, SuperClassBackbone.architecture_presets),
+        (SuperClassBackbone, CatLIPClassifier.architecture_presets),
     ]
 
 

@@ -57,14 +57,16 @@ DEFAULTS = {
         "samples_seen": None,
         # Steps between checkpoints, logs and progress-bar epochs.
         "steps_per_epoch": 1000,
-        "learning_rate": 5e-4,
-        "warmup_steps": 500,
-        "weight_decay": 0.2,
-        "beta_1": 0.9,
-        "beta_2": 0.98,
-        "epsilon": 1e-6,
-        "min_learning_rate_ratio": 0.0,
+        # Optimizer recipe; None keeps the task's own (SuperClass or CatLIP).
+        "learning_rate": None,
+        "warmup_steps": None,
+        "weight_decay": None,
+        "beta_1": None,
+        "beta_2": None,
+        "epsilon": None,
+        "min_learning_rate_ratio": None,
         "clipnorm": None,
+        "global_clipnorm": None,
         "ema_momentum": None,
         # float32 | mixed_bfloat16
         "dtype_policy": "float32",
@@ -146,6 +148,8 @@ def _parse_override(text, source="the command line"):
 def _check_types(config, source):
     t = config["training"]
     for key in ("global_batch_size", "steps_per_epoch", "warmup_steps"):
+        if t[key] is None and key == "warmup_steps":
+            continue
         if not isinstance(t[key], int) or t[key] < 0:
             raise ConfigError(
                 f"'training.{key}' in {source} must be a non-negative "

@@ -38,26 +38,34 @@ def _truncate_log(path, initial_epoch):
     atomic_write_text(path, text)
 
 
+RECIPE_KEYS = (
+    "learning_rate",
+    "warmup_steps",
+    "weight_decay",
+    "beta_1",
+    "beta_2",
+    "epsilon",
+    "min_learning_rate_ratio",
+    "clipnorm",
+    "global_clipnorm",
+    "ema_momentum",
+)
+
+
 def compile_from_config(model, config, loss):
+    """Compiles with the task's recipe, overridden by what the config sets."""
     t = config["training"]
+    recipe = {k: t[k] for k in RECIPE_KEYS if t[k] is not None}
+    if "ema_momentum" in recipe:
+        recipe["use_ema"] = True
+    if t["accumulation_steps"] > 1:
+        recipe["gradient_accumulation_steps"] = t["accumulation_steps"]
     model.compile(
         loss=loss,
-        learning_rate=t["learning_rate"],
-        warmup_steps=t["warmup_steps"],
         total_steps=t["total_steps"],
-        weight_decay=t["weight_decay"],
-        beta_1=t["beta_1"],
-        beta_2=t["beta_2"],
-        epsilon=t["epsilon"],
-        min_learning_rate_ratio=t["min_learning_rate_ratio"],
-        clipnorm=t["clipnorm"],
-        use_ema=t["ema_momentum"] is not None,
-        ema_momentum=t["ema_momentum"] or 0.99,
-        gradient_accumulation_steps=(
-            t["accumulation_steps"] if t["accumulation_steps"] > 1 else None
-        ),
         steps_per_execution=t["steps_per_execution"],
         jit_compile=t["jit_compile"],
+        **recipe,
     )
 
 

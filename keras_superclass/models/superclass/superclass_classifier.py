@@ -28,6 +28,7 @@ def reference_optimizer(
     epsilon=1e-6,
     min_learning_rate_ratio=0.0,
     clipnorm=None,
+    global_clipnorm=None,
     use_ema=False,
     ema_momentum=0.9999,
     gradient_accumulation_steps=None,
@@ -58,6 +59,7 @@ def reference_optimizer(
         beta_2=beta_2,
         epsilon=epsilon,
         clipnorm=clipnorm,
+        global_clipnorm=global_clipnorm,
         use_ema=use_ema,
         ema_momentum=ema_momentum,
         gradient_accumulation_steps=gradient_accumulation_steps,
@@ -150,6 +152,7 @@ class SuperClassClassifier(Task):
         epsilon=1e-6,
         min_learning_rate_ratio=0.0,
         clipnorm=None,
+        global_clipnorm=None,
         use_ema=False,
         ema_momentum=0.9999,
         gradient_accumulation_steps=None,
@@ -161,6 +164,7 @@ class SuperClassClassifier(Task):
         loss="auto",
         metrics="auto",
         idf="online",
+        loss_kwargs=None,
         **kwargs,
     ):
         """Compiles with the reference recipe unless told otherwise.
@@ -171,7 +175,9 @@ class SuperClassClassifier(Task):
         `gradient_accumulation_steps`): betas 0.9/0.98, eps 1e-6, weight
         decay 0.2 on weights with ndim >= 2, linear warmup then cosine
         decay to 0. `"auto"` loss: `default_loss(idf)`, bound to this
-        model's IDF statistics. `"auto"` metrics: token top-5 precision and
+        model's IDF statistics. A loss name (`"softmax"`, `"bce"`, `"asl"`,
+        `"softmargin"`, `"twoway"`) builds that ablation loss for this head
+        with `loss_kwargs`. `"auto"` metrics: token top-5 precision and
         recall. Other keywords go to `keras.Model.compile`.
         """
         recipe = {k: kwargs.pop(k) for k in list(kwargs) if k in self.recipe}
@@ -184,6 +190,17 @@ class SuperClassClassifier(Task):
             )
         if loss == "auto":
             loss = self.default_loss(idf)
+        elif isinstance(loss, str):
+            from keras_superclass.losses.multilabel_losses import (
+                get_multilabel_loss,
+            )
+
+            loss = get_multilabel_loss(
+                loss,
+                self.vocabulary_size,
+                ignore_ids=self.ignore_ids,
+                **(loss_kwargs or {}),
+            )
         self._check_loss(loss)
         if metrics == "auto":
             k = min(5, self.vocabulary_size)
