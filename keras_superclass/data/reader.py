@@ -236,7 +236,7 @@ def _file_records(files, counter, training, seed, cycle_length, deterministic):
         file_dataset,
         cycle_length=max(1, min(cycle_length, len(files))),
         block_length=1,
-        num_parallel_calls=AUTOTUNE,
+        num_parallel_calls=None if deterministic else AUTOTUNE,
         deterministic=deterministic,
     )
 
@@ -329,7 +329,7 @@ def _image_pipeline(
         one,
         cycle_length=16,
         block_length=1,
-        num_parallel_calls=AUTOTUNE,
+        num_parallel_calls=None if deterministic else AUTOTUNE,
         deterministic=deterministic,
     )
 
@@ -422,7 +422,9 @@ def image_text_dataset(
         seed: seed of shuffling and augmentation. With `deterministic=True`
             the batches are the same on every run and every backend (the
             random ops are stateless, seeded by `seed` and record position).
-        deterministic: keep a fixed element order (slower).
+        deterministic: the same elements in the same order on every run,
+            whatever the timing (reads and decoding run sequentially:
+            slower; needed for exact resume).
         process_index: this process's index (default: Keras distribution /
             JAX / torch.distributed, else 0).
         process_count: number of processes (default as above, else 1).
@@ -524,7 +526,7 @@ def image_text_dataset(
     if label_fn is not None:
         ds = ds.map(
             lambda image, caption: (image, label_fn(caption)),
-            num_parallel_calls=AUTOTUNE,
+            num_parallel_calls=None if deterministic else AUTOTUNE,
             deterministic=deterministic,
         )
     return _finish(ds, batch_size, drop_remainder, counter, deterministic)
