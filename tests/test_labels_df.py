@@ -267,6 +267,8 @@ def test_cli_vocab_and_df(tmp_path, capsys):
     )
     np.testing.assert_array_equal(df, expected)
     assert n == 120
+    with open(table) as f:
+        assert json.load(f)["metadata"]["records_skipped"] == 2
     code = cli_main(
         ["df", "--captions", str(tmp_path / "missing.txt")]
         + ["--out", str(table)]
