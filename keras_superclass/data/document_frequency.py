@@ -109,6 +109,70 @@ class CaptionSource:
                 self.num_read += 1
                 yield caption
 
+    @property
+    def is_tfrecord(self):
+        """Whether every file is a TFRecord shard."""
+        return all(
+            (_file_format(p) or "tfrecord") == "tfrecord" for p in self.files
+        )
+
+    def _parse_records(self, records):
+        captions, valid = [], []
+        column = self.caption_column
+        for record in records:
+            try:
+                example = tf.train.Example.FromString(record)
+                values = example.features.feature[column].bytes_list.value
+                caption = values[0]
+                caption.decode("utf-8")
+            except Exception:  # Not an Example, no caption, not UTF-8.
+                captions.append(b"")
+                valid.append(False)
+                continue
+            captions.append(caption)
+            valid.append(True)
+        return np.array(captions, dtype=object), np.array(valid, dtype=bool)
+
+    def tfrecord_batches(self, batch_size=1024):
+        """Batches `(captions (B,), valid (B,) bool)` read in the graph.
+
+        Faster than iterating for large shards: records are read and
+        batched by tf.data, only the caption is decoded (in one Python
+        call per batch). Invalid records have `valid=False`; a corrupt
+        file tail is skipped with a logged warning (not counted).
+        """
+
+        def read(path):
+            compression = tf.where(
+                tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", ""
+            )
+            return tf.data.TFRecordDataset(path, compression).ignore_errors(
+                log_warning=True
+            )
+
+        def parse(records):
+            captions, valid = tf.numpy_function(
+                self._parse_records,
+                [records],
+                (tf.string, tf.bool),
+                stateful=False,
+            )
+            return (
+                tf.ensure_shape(captions, [None]),
+                tf.ensure_shape(valid, [None]),
+            )
+
+        files = tf.data.Dataset.from_tensor_slices(self.files)
+        records = files.interleave(
+            read,
+            cycle_length=min(4, len(self.files)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=False,
+        )
+        return records.batch(batch_size).map(
+            parse, num_parallel_calls=tf.data.AUTOTUNE
+        )
+
     def _open_text(self, path):
         if path.endswith(".gz"):
             import gzip
@@ -310,12 +374,23 @@ def compute_document_frequencies(
         return (
             _batch_counts(ids, vocabulary_size, exclude_ids),
             tf.shape(texts, out_type=tf.int64)[0],
+            tf.constant(0, tf.int64),
         )
 
-    dataset = captions_dataset(captions, caption_column)
-    dataset = dataset.batch(batch_size).map(
-        count, num_parallel_calls=tf.data.AUTOTUNE
-    )
+    def count_valid(texts, valid):
+        counts, n, _ = count(tf.boolean_mask(texts, valid))
+        return counts, n, tf.reduce_sum(tf.cast(~valid, tf.int64))
+
+    if isinstance(captions, CaptionSource) and captions.is_tfrecord:
+        dataset = captions.tfrecord_batches(batch_size).map(
+            count_valid, num_parallel_calls=tf.data.AUTOTUNE
+        )
+        captions.num_read = captions.num_skipped = 0
+    else:
+        dataset = captions_dataset(captions, caption_column)
+        dataset = dataset.batch(batch_size).map(
+            count, num_parallel_calls=tf.data.AUTOTUNE
+        )
     dataset = dataset.prefetch(2)
     df = np.zeros((vocabulary_size,), dtype=np.int64)
     num_documents = 0
@@ -324,9 +399,12 @@ def compute_document_frequencies(
         from tqdm.auto import tqdm
 
         progress = tqdm(unit=" captions", file=sys.stderr)
-    for counts, n in dataset.as_numpy_iterator():
+    for counts, n, skipped in dataset.as_numpy_iterator():
         df += counts
         num_documents += int(n)
+        if isinstance(captions, CaptionSource) and captions.is_tfrecord:
+            captions.num_read += int(n)
+            captions.num_skipped += int(skipped)
         if progress is not None:
             progress.update(int(n))
     if progress is not None:

@@ -212,7 +212,8 @@ class CLIPTokenizer(keras_hub.tokenizers.Tokenizer):
 
     Note: id 0 is both the padding value and the BPE token "!" (a quirk of
     the reference); `special_token_ids` lists 0 with SOT and EOT so labels
-    never contain it.
+    never contain it. Captions are decoded from UTF-8 with invalid bytes
+    replaced by U+FFFD.
 
     Args:
         vocabulary: path of `bpe_simple_vocab_16e6.txt.gz`; `None` uses the

@@ -19,9 +19,10 @@ class SentencePieceTokenizer(keras_hub.tokenizers.SentencePieceTokenizer):
         **kwargs: other `keras_hub.tokenizers.SentencePieceTokenizer` args.
 
     Example:
-    >>> tok = SentencePieceTokenizer.train(["a cat on a mat"] * 50, 20)
-    >>> tok.vocabulary_size()
-    20
+    >>> captions = ["a cat on a mat", "a dog on a log", "two red cats"]
+    >>> tok = SentencePieceTokenizer.train(captions * 10, 20)
+    >>> tok.vocabulary_size(), tok.special_token_ids
+    (20, [0, 1, 2, 3])
     """
 
     kind = "sentencepiece"

@@ -23,9 +23,11 @@ class WordPieceTokenizer(keras_hub.tokenizers.WordPieceTokenizer):
         **kwargs: other `keras_hub.tokenizers.WordPieceTokenizer` args.
 
     Example:
-    >>> tok = WordPieceTokenizer.train(["a cat", "a dog"], 30)
-    >>> tok.id_to_token(int(tok.tokenize("cat")[0]))
-    'cat'
+    >>> tok = WordPieceTokenizer(["[PAD]", "[UNK]", "a", "cat", "##s"])
+    >>> [int(i) for i in tok.tokenize("A cats?")]
+    [2, 3, 4, 1]
+    >>> tok.special_token_ids
+    [0, 1]
     """
 
     kind = "wordpiece"
