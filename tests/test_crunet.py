@@ -80,7 +80,6 @@ def test_parameter_counts_and_stage_shapes(preset):
                 preset, num_classes=1000, compile=False
             )
             unshared = CRUNetBackbone.from_preset(preset, share=False)
-        model.compile()  # the default recipe builds on these weights
         backbone = model.backbone
         assert trainable_count(model) == expected["with_head"]
         assert trainable_count(backbone) == expected["backbone"]
@@ -417,6 +416,10 @@ def test_classifier_preset_round_trip(tmp_path):
     model = CRUNetImageClassifier.from_preset(
         "crunet_tiny", num_classes=3, image_shape=(None, None, 3)
     )
+    # Default recipe: SGD with momentum, no decay on 1-D weights, logits.
+    assert isinstance(model.optimizer, keras.optimizers.SGD)
+    assert model.optimizer.momentum == 0.9
+    assert model.loss.get_config()["from_logits"]
     preset = str(tmp_path / "classifier")
     model.save_to_preset(preset)
     loaded = CRUNetImageClassifier.from_preset(preset)
