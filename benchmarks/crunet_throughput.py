@@ -94,6 +94,7 @@ def main(argv=None):
             start = time.perf_counter()
             model.train_on_batch(images, labels)
             times[name].append(time.perf_counter() - start)
+            print(f"  {name}: step {times[name][-1]:.2f} s", flush=True)
 
     backend = keras.backend.backend()
     print(
