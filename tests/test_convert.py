@@ -2,10 +2,17 @@
 
 import gc
 import os
+import sys
 
 import keras
 import numpy as np
 import pytest
+
+# open_clip imports torchvision -> torch._dynamo -> Triton, whose native
+# module crashes the process once TensorFlow is loaded (every backend loads
+# it for tf.data). These CPU tests need no Triton: make it unimportable.
+if "triton" not in sys.modules:
+    sys.modules["triton"] = None
 
 torch = pytest.importorskip("torch", reason="the reference side is PyTorch")
 open_clip_transformer = pytest.importorskip(
