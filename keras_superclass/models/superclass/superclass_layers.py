@@ -111,8 +111,32 @@ class PatchEmbedding(keras.layers.Layer):
             grid = ops.concatenate([table[:offset], grid], axis=0)
         return grid
 
+    def _patchify(self, images):
+        """The patch conv as one matmul (same weights, same result).
+
+        A stride-`P` conv with a `P x P` kernel is a matmul over flattened
+        patches; written so, its backward pass avoids the slow strided
+        convolution gradients of XLA and oneDNN on CPU.
+        """
+        p = self.patch_size
+        height, width = images.shape[1], images.shape[2]
+        if height is None or width is None or height % p or width % p:
+            return self.projection(images)
+        rows, cols = height // p, width // p
+        channels = images.shape[-1]
+        x = ops.cast(images, self.compute_dtype)
+        x = ops.reshape(x, (-1, rows, p, cols, p, channels))
+        x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+        x = ops.reshape(x, (-1, rows, cols, p * p * channels))
+        kernel = ops.cast(self.projection.kernel, self.compute_dtype)
+        kernel = ops.reshape(kernel, (p * p * channels, self.hidden_dim))
+        return ops.matmul(x, kernel)
+
     def call(self, images):
-        x = self.projection(images)
+        if self.stem == "patch":
+            x = self._patchify(images)
+        else:
+            x = self.projection(images)
         rows, cols = x.shape[1], x.shape[2]
         if rows is None or cols is None:
             raise ValueError(

@@ -1,0 +1,143 @@
+"""`keras-superclass convert`: a reference PyTorch checkpoint -> a preset.
+
+Example:
+    keras-superclass convert --checkpoint superclass_b16.pt \\
+        --preset superclass_vit_b16 --out presets/superclass_b16
+"""
+
+import logging
+import os
+import shutil
+import tempfile
+
+logger = logging.getLogger(__name__)
+
+# Backbone config overrides: flag -> config key.
+_ARCHITECTURE_FLAGS = {
+    "patch_size": "patch_size",
+    "num_layers": "num_layers",
+    "num_heads": "num_heads",
+    "hidden_dim": "hidden_dim",
+    "mlp_dim": "mlp_dim",
+}
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "convert",
+        help="Convert an OpenCLIP / SuperClass PyTorch checkpoint into a "
+        "keras-hub preset directory.",
+        description="Builds a SuperClassClassifier from an architecture "
+        "preset, loads a reference checkpoint (OpenCLIP vision tower, "
+        "OpenCLIP CLIP or SuperClass, .pt/.pth/.bin/.safetensors/.npz) and "
+        "writes a preset directory with `save_to_preset`.",
+    )
+    parser.add_argument(
+        "--checkpoint", required=True, help="Path of the checkpoint file."
+    )
+    parser.add_argument(
+        "--preset",
+        default="superclass_vit_b16",
+        help="Architecture preset matching the checkpoint "
+        "(default: superclass_vit_b16).",
+    )
+    parser.add_argument(
+        "--vocabulary-size",
+        type=int,
+        default=None,
+        help="Classes of the head; defaults to the checkpoint's head, else "
+        "the preset's (49,408).",
+    )
+    parser.add_argument("--out", required=True, help="Preset directory.")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="Input side in pixels (the position table is resized if the "
+        "checkpoint was trained at another size).",
+    )
+    for flag in _ARCHITECTURE_FLAGS:
+        parser.add_argument(
+            "--" + flag.replace("_", "-"),
+            type=int,
+            default=None,
+            help=f"Override the preset's {flag}.",
+        )
+    parser.add_argument(
+        "--no-strict",
+        action="store_true",
+        help="Allow missing or unmatched weights (e.g. an OpenCLIP tower "
+        "without a SuperClass head: the head keeps its initialisation).",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Replace an existing output directory.",
+    )
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _check_output(out, overwrite):
+    if os.path.exists(out) and not overwrite:
+        if not os.path.isdir(out) or os.listdir(out):
+            raise ValueError(
+                f"Output {out!r} already exists; pass --overwrite to "
+                f"replace it or choose another --out."
+            )
+
+
+def run(args):
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    out = os.path.abspath(args.out)
+    _check_output(out, args.overwrite)
+    # Imports after argument checks: they load the deep-learning stack.
+    from keras_superclass.convert.openclip import infer_vocabulary_size
+    from keras_superclass.convert.openclip import load_reference_weights
+    from keras_superclass.convert.openclip import normalize_state_dict
+    from keras_superclass.models.superclass.superclass_classifier import (
+        SuperClassClassifier,
+    )
+
+    logger.info("Reading %s", args.checkpoint)
+    state_dict = normalize_state_dict(args.checkpoint)
+    vocabulary_size = args.vocabulary_size or infer_vocabulary_size(state_dict)
+    kwargs = {"compile": False}
+    if vocabulary_size:
+        kwargs["vocabulary_size"] = vocabulary_size
+    if args.image_size:
+        kwargs["image_shape"] = (args.image_size, args.image_size, 3)
+    for flag, key in _ARCHITECTURE_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            kwargs[key] = value
+    if args.hidden_dim and args.mlp_dim is None:
+        kwargs["mlp_dim"] = 4 * args.hidden_dim
+    logger.info("Building %s", args.preset)
+    model = SuperClassClassifier.from_preset(args.preset, **kwargs)
+    report = load_reference_weights(
+        model, state_dict, strict=not args.no_strict
+    )
+    logger.info(
+        "Loaded %d entries; ignored %d (text tower, CLIP projection, ...).",
+        len(report.loaded),
+        len(report.ignored),
+    )
+    if report.missing:
+        logger.warning(
+            "%d model weights kept their initialisation.", len(report.missing)
+        )
+
+    parent = os.path.dirname(out) or "."
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".convert-", dir=parent)
+    try:
+        model.save_to_preset(staging)
+        if os.path.exists(out):
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("Wrote the preset to %s", out)
+    return 0

@@ -1,0 +1,555 @@
+"""Loads OpenCLIP / SuperClass PyTorch checkpoints into the Keras models.
+
+Supported layouts (all with or without the `module.` prefix of DDP, and
+also inside a training checkpoint `{"state_dict": ...}`):
+
+- an OpenCLIP vision tower (`conv1.weight`, `class_embedding`,
+  `positional_embedding`, `ln_pre.*`, `transformer.resblocks.{i}.*`,
+  `ln_post.*`);
+- a full OpenCLIP `CLIP` state dict: the tower under `visual.`; the text
+  tower is ignored;
+- a SuperClass checkpoint (x-cls/superclass `Classifier`): the tower under
+  `visual.`, the `MixClsHead` under `text_decoder.` (`mlps.{i}.c_norm`,
+  `mlps.{i}.c_fc`, `mlps.{i}.c_proj`, `ln_mlp`, `text_projection`) and the
+  online-IDF buffers `cap_fq` `[1, V]` and `num_samples` `[1, 1]`.
+"""
+
+import dataclasses
+import logging
+import os
+import re
+
+import numpy as np
+from keras import ops
+
+logger = logging.getLogger(__name__)
+
+_PREFIXES_TO_STRIP = ("module.", "_orig_mod.")
+_TOWER_PREFIX = "visual."
+_HEAD_PREFIX = "text_decoder."
+_BUFFERS = ("cap_fq", "num_samples")
+_BLOCK_RE = re.compile(r"^transformer\.resblocks\.(\d+)\.")
+_HEAD_MLP_RE = re.compile(r"^mlps\.(\d+)\.")
+# Vision-tower entries SuperClass has no use for. `proj` is CLIP's image
+# projection (SuperClass has none; with `embed_dim=0` it is absent or empty).
+_IGNORED_TOWER_KEYS = ("proj",)
+
+
+@dataclasses.dataclass
+class ConversionReport:
+    """What `load_reference_weights` did.
+
+    Attributes:
+        loaded: checkpoint keys copied into the model.
+        ignored: checkpoint keys deliberately skipped (text tower, `proj`).
+        missing: model weights the checkpoint lacked (only with
+            `strict=False`; they keep their initialisation).
+        unexpected: checkpoint keys nothing in the model matches (only with
+            `strict=False`).
+        notes: human-readable remarks (resized position table, ...).
+    """
+
+    loaded: list = dataclasses.field(default_factory=list)
+    ignored: list = dataclasses.field(default_factory=list)
+    missing: list = dataclasses.field(default_factory=list)
+    unexpected: list = dataclasses.field(default_factory=list)
+    notes: list = dataclasses.field(default_factory=list)
+
+
+def _to_numpy(value):
+    """A tensor-like (torch, NumPy, JAX, TF) as a NumPy array."""
+    if hasattr(value, "detach"):  # torch.Tensor
+        value = value.detach().cpu()
+        if value.is_floating_point():
+            value = value.float()  # bfloat16/float16 have no NumPy twin
+        return value.numpy()
+    return np.asarray(value)
+
+
+def read_state_dict(path):
+    """Reads a checkpoint file into a `{name: np.ndarray}` dict.
+
+    `.pt` / `.pth` / `.bin` / `.ckpt` go through
+    `torch.load(weights_only=True)` (tensors and plain containers only,
+    never arbitrary pickled objects); `.safetensors` and `.npz` need no
+    PyTorch.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No checkpoint file at {path!r}.")
+    lower = path.lower()
+    if lower.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+
+        try:
+            return dict(load_file(path))
+        except Exception:  # bfloat16 has no NumPy dtype: go through torch.
+            from safetensors.torch import load_file as load_torch
+
+            return {k: _to_numpy(v) for k, v in load_torch(path).items()}
+    if lower.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    if lower.endswith((".pt", ".pth", ".bin", ".ckpt")):
+        try:
+            import torch
+        except ImportError as error:
+            raise ImportError(
+                f"Reading {path!r} needs PyTorch (`pip install torch`); or "
+                f"convert it to .safetensors or .npz first."
+            ) from error
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise ValueError(
+                f"Could not read {path!r} as a weights-only PyTorch "
+                f"checkpoint ({type(error).__name__}: {error}). Only "
+                f"tensors and plain containers are accepted; arbitrary "
+                f"pickled objects are never loaded."
+            ) from error
+        return data
+    raise ValueError(
+        f"Unknown checkpoint format {path!r}: expected .pt, .pth, .bin, "
+        f".ckpt, .safetensors or .npz."
+    )
+
+
+def normalize_state_dict(state_dict):
+    """Unwraps `{"state_dict": ...}`, strips `module.`, returns NumPy."""
+    if isinstance(state_dict, str | os.PathLike):
+        state_dict = read_state_dict(state_dict)
+    if not isinstance(state_dict, dict):
+        raise TypeError(
+            f"Expected a state dict (a mapping of names to tensors) or a "
+            f"checkpoint path, got {type(state_dict).__name__}."
+        )
+    for key in ("state_dict", "model", "model_state_dict"):
+        inner = state_dict.get(key)
+        if isinstance(inner, dict) and inner:
+            state_dict = inner
+            break
+    result = {}
+    for name, value in state_dict.items():
+        if not hasattr(value, "shape"):
+            continue  # Scalars / metadata of a training checkpoint.
+        stripped = name
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _PREFIXES_TO_STRIP:
+                if stripped.startswith(prefix):
+                    stripped = stripped[len(prefix) :]
+                    changed = True
+        result[stripped] = _to_numpy(value)
+    if not result:
+        raise ValueError("The checkpoint holds no tensors.")
+    return result
+
+
+def split_state_dict(state_dict):
+    """Splits a normalised state dict into tower, head, buffers, ignored.
+
+    Returns:
+        `(tower, head, buffers, ignored)`: dicts keyed by the names inside
+        the tower (`conv1.weight`, ...) and the head (`ln_mlp.weight`,
+        ...), the IDF buffers, and the list of ignored keys.
+    """
+    tower, head, buffers, ignored = {}, {}, {}, []
+    has_visual = any(k.startswith(_TOWER_PREFIX) for k in state_dict)
+    for name, value in state_dict.items():
+        if has_visual:
+            if name.startswith(_TOWER_PREFIX):
+                tower[name[len(_TOWER_PREFIX) :]] = value
+            elif name.startswith(_HEAD_PREFIX):
+                head[name[len(_HEAD_PREFIX) :]] = value
+            elif name in _BUFFERS:
+                buffers[name] = value
+            else:
+                ignored.append(name)  # Text tower, logit_scale, ...
+        elif name.startswith(_HEAD_PREFIX):
+            head[name[len(_HEAD_PREFIX) :]] = value
+        elif name in _BUFFERS:
+            buffers[name] = value
+        else:
+            tower[name] = value
+    return tower, head, buffers, ignored
+
+
+def describe_tower(tower):
+    """A short description of the ViT a tower state dict holds."""
+    parts = []
+    if "class_embedding" in tower:
+        parts.append(f"width {tower['class_embedding'].shape[-1]}")
+    blocks = {
+        int(m.group(1)) for k in tower if (m := _BLOCK_RE.match(k)) is not None
+    }
+    if blocks:
+        parts.append(f"{max(blocks) + 1} layers")
+    if "conv1.weight" in tower:
+        parts.append(f"patch {tower['conv1.weight'].shape[-1]}")
+    if "positional_embedding" in tower:
+        parts.append(f"{tower['positional_embedding'].shape[0]} positions")
+    return ", ".join(parts) or "unknown layout"
+
+
+def _describe_model(backbone):
+    grid = backbone.position_grid_size
+    positions = grid[0] * grid[1] + int(backbone.use_class_token)
+    return (
+        f"width {backbone.hidden_dim}, {backbone.num_layers} layers, patch "
+        f"{backbone.patch_size}, {positions} positions"
+    )
+
+
+def infer_vocabulary_size(state_dict):
+    """The head's vocabulary size in a checkpoint, or `None` without head."""
+    tower, head, buffers, _ = split_state_dict(normalize_state_dict(state_dict))
+    if "text_projection.weight" in head:
+        return int(head["text_projection.weight"].shape[0])
+    if "cap_fq" in buffers:
+        return int(np.asarray(buffers["cap_fq"]).size)
+    return None
+
+
+# === Layout transforms (PyTorch -> Keras) ===
+
+
+def _linear(weight):
+    """`nn.Linear` weight `(out, in)` -> Dense kernel `(in, out)`."""
+    return np.ascontiguousarray(weight.T)
+
+
+def _conv(weight):
+    """Conv weight OIHW -> Keras HWIO."""
+    return np.ascontiguousarray(np.transpose(weight, (2, 3, 1, 0)))
+
+
+def _identity(value):
+    return value
+
+
+def _resize_positions(table, source_grid, target_grid, num_prefix):
+    """Bilinearly resizes the patch part of a `(N, W)` position table."""
+    width = table.shape[-1]
+    prefix, grid = table[:num_prefix], table[num_prefix:]
+    grid = grid.reshape(1, *source_grid, width).astype("float32")
+    grid = ops.image.resize(
+        grid, target_grid, interpolation="bilinear", antialias=False
+    )
+    grid = np.asarray(ops.convert_to_numpy(grid)).reshape(-1, width)
+    return np.concatenate([prefix, grid.astype(table.dtype)], axis=0)
+
+
+def _square_grid(num_patches):
+    side = int(round(num_patches**0.5))
+    return (side, side) if side * side == num_patches else None
+
+
+def _layer_norm_pairs(source, layer):
+    return [
+        (f"{source}.weight", layer.gamma, _identity),
+        (f"{source}.bias", layer.beta, _identity),
+    ]
+
+
+def _dense_pairs(source, layer):
+    pairs = [(f"{source}.weight", layer.kernel, _linear)]
+    if layer.use_bias:
+        pairs.append((f"{source}.bias", layer.bias, _identity))
+    return pairs
+
+
+def _tower_pairs(backbone):
+    """`(checkpoint key, keras variable, transform)` of the vision tower."""
+    if getattr(backbone, "stem", "patch") != "patch":
+        raise ValueError(
+            f"Only the single-conv patch stem of OpenCLIP can be loaded; "
+            f"this backbone uses stem={backbone.stem!r}. Build it with "
+            f"stem='patch'."
+        )
+    if backbone.pooling == "map":
+        raise ValueError(
+            "OpenCLIP SuperClass towers pool by averaging; a backbone with "
+            "pooling='map' has an attention-pool head the checkpoint lacks."
+        )
+    embedding = backbone.patch_embedding
+    pairs = [("conv1.weight", embedding.projection.kernel, _conv)]
+    if backbone.use_class_token:
+        pairs.append(("class_embedding", embedding.class_embedding, _identity))
+    pairs.append(
+        ("positional_embedding", embedding.positional_embedding, _identity)
+    )
+    pairs += _layer_norm_pairs("ln_pre", backbone.ln_pre)
+    for i, block in enumerate(backbone.transformer_blocks):
+        p = f"transformer.resblocks.{i}"
+        pairs += _layer_norm_pairs(f"{p}.ln_1", block.ln_1)
+        pairs += [
+            (f"{p}.attn.in_proj_weight", block.attn.in_proj.kernel, _linear),
+            (f"{p}.attn.in_proj_bias", block.attn.in_proj.bias, _identity),
+        ]
+        pairs += _dense_pairs(f"{p}.attn.out_proj", block.attn.out_proj)
+        pairs += _layer_norm_pairs(f"{p}.ln_2", block.ln_2)
+        pairs += _dense_pairs(f"{p}.mlp.c_fc", block.c_fc)
+        pairs += _dense_pairs(f"{p}.mlp.c_proj", block.c_proj)
+    pairs += _layer_norm_pairs("ln_post", backbone.ln_post)
+    return pairs
+
+
+def _head_pairs(token_head):
+    """`(checkpoint key, keras variable, transform)` of the `MixClsHead`."""
+    pairs = []
+    for i, block in enumerate(token_head.mlp_blocks):
+        pairs += _layer_norm_pairs(f"mlps.{i}.c_norm", block.norm)
+        pairs += _dense_pairs(f"mlps.{i}.c_fc", block.fc)
+        pairs += _dense_pairs(f"mlps.{i}.c_proj", block.proj)
+    pairs += _layer_norm_pairs("ln_mlp", token_head.norm)
+    pairs += _dense_pairs("text_projection", token_head.classifier)
+    return pairs
+
+
+def _few(keys, n=6):
+    keys = sorted(keys)
+    shown = ", ".join(keys[:n])
+    return shown + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
+
+
+def _split_model(model):
+    """`(backbone, token_head or None, idf_statistics or None)`."""
+    backbone = getattr(model, "backbone", None)
+    if backbone is None:
+        backbone = model
+    if not hasattr(backbone, "patch_embedding"):
+        raise TypeError(
+            f"{type(model).__name__} is not a SuperClassClassifier or "
+            f"SuperClassBackbone (a ViT with `patch_embedding`); OpenCLIP "
+            f"checkpoints only load into those."
+        )
+    head = getattr(model, "token_head", None) if backbone is not model else None
+    statistics = (
+        getattr(model, "idf_statistics", None)
+        if backbone is not model
+        else None
+    )
+    return backbone, head, statistics
+
+
+def load_reference_weights(model, state_dict_or_path, strict=True):
+    """Loads an OpenCLIP / SuperClass PyTorch checkpoint into a Keras model.
+
+    The checkpoint may be an OpenCLIP vision tower, a full OpenCLIP CLIP
+    state dict (`visual.` prefix; the text tower is ignored) or a SuperClass
+    checkpoint (`visual.` tower, `text_decoder.` head, `cap_fq` and
+    `num_samples` buffers), with or without DDP's `module.` prefix, bare or
+    inside `{"state_dict": ...}`. Layouts are converted (conv OIHW -> HWIO,
+    `nn.Linear` `(out, in)` -> `(in, out)`, the stacked q, k, v
+    `in_proj_weight` `(3W, W)` -> the fused `(W, 3W)` kernel). A position
+    table learned for another grid is resized bilinearly. An OpenCLIP
+    `visual.proj` (CLIP's image projection) is skipped: SuperClass has no
+    projection. Everything is checked before any weight is written, so a
+    failed load leaves the model unchanged.
+
+    The number of attention heads is not stored in a state dict: build
+    the model with the checkpoint's (OpenCLIP uses `width / 64`).
+
+    Args:
+        model: a `SuperClassClassifier` (tower, head and IDF statistics) or
+            a bare `SuperClassBackbone` (tower only).
+        state_dict_or_path: a `{name: tensor}` dict (torch tensors or
+            arrays) or the path of a `.pt` / `.pth` / `.bin` (read with
+            `torch.load(weights_only=True)`), `.safetensors` or `.npz` file.
+        strict: raise on model weights the checkpoint lacks and on
+            checkpoint entries nothing matches (as `torch`'s
+            `load_state_dict`). With `False` they are reported and skipped;
+            missing weights keep their initialisation (e.g. a fresh head on
+            top of an OpenCLIP tower).
+
+    Returns:
+        A `ConversionReport`.
+
+    Example:
+    >>> model = SuperClassClassifier.from_preset("superclass_vit_b16")
+    >>> report = load_reference_weights(model, "superclass_b16.pt")
+    >>> len(report.missing)
+    0
+    """
+    state_dict = normalize_state_dict(state_dict_or_path)
+    tower, head, buffers, ignored = split_state_dict(state_dict)
+    backbone, token_head, statistics = _split_model(model)
+    report = ConversionReport(ignored=sorted(ignored))
+    if not tower:
+        raise ValueError(
+            "The checkpoint holds no vision tower: expected OpenCLIP names "
+            "such as 'conv1.weight' or 'visual.conv1.weight'; found "
+            f"{_few(state_dict)}."
+        )
+    for key in _IGNORED_TOWER_KEYS:
+        if key in tower:
+            shape = tower.pop(key).shape
+            report.ignored.append(key)
+            if int(np.prod(shape)):
+                report.notes.append(
+                    f"Skipped the tower's '{key}' {tuple(shape)}: CLIP's "
+                    f"image projection, which SuperClass does not use."
+                )
+
+    # Pair every model weight with its checkpoint entry.
+    pairs = [("tower", *p) for p in _tower_pairs(backbone)]
+    if token_head is not None:
+        pairs += [("head", *p) for p in _head_pairs(token_head)]
+    elif head:
+        report.ignored += [_HEAD_PREFIX + k for k in head]
+        report.notes.append("Skipped the head: the model is a bare backbone.")
+        head = {}
+    sources = {"tower": tower, "head": head}
+    prefixes = {"tower": "", "head": _HEAD_PREFIX}
+    if any(k.startswith(_TOWER_PREFIX) for k in state_dict):
+        prefixes["tower"] = _TOWER_PREFIX
+
+    if token_head is not None and "text_projection.weight" in head:
+        ckpt_vocab = head["text_projection.weight"].shape[0]
+        if ckpt_vocab != token_head.vocabulary_size:
+            raise ValueError(
+                f"The checkpoint's head predicts {ckpt_vocab} classes but "
+                f"the model's head has {token_head.vocabulary_size}. Build "
+                f"the model with vocabulary_size={ckpt_vocab} (CLI: "
+                f"--vocabulary-size {ckpt_vocab}) so the tokenizer matches."
+            )
+
+    missing = [
+        prefixes[part] + key
+        for part, key, _, _ in pairs
+        if key not in sources[part]
+    ]
+    used = {(part, key) for part, key, _, _ in pairs}
+    unexpected = [
+        prefixes[part] + key
+        for part in ("tower", "head")
+        for key in sources[part]
+        if (part, key) not in used
+    ]
+    if statistics is not None:
+        missing += [b for b in _BUFFERS if b not in buffers]
+    elif buffers:
+        report.ignored += sorted(buffers)
+        buffers = {}
+
+    hint = (
+        f"The checkpoint looks like a ViT with {describe_tower(tower)}; "
+        f"the model has {_describe_model(backbone)}. Build the model with "
+        f"the checkpoint's size."
+    )
+    if missing or unexpected:
+        message = []
+        if missing:
+            message.append(
+                f"{len(missing)} model weights are missing from the "
+                f"checkpoint: {_few(missing)}."
+            )
+        if unexpected:
+            message.append(
+                f"{len(unexpected)} checkpoint entries match nothing in "
+                f"the model: {_few(unexpected)}."
+            )
+        only_head_missing = not unexpected and all(
+            m.startswith(_HEAD_PREFIX) or m in _BUFFERS for m in missing
+        )
+        if only_head_missing:
+            message.append(
+                "The checkpoint has no SuperClass head (an OpenCLIP tower or "
+                "CLIP model); pass strict=False (CLI: --no-strict) to load "
+                "the tower and keep the head's initialisation."
+            )
+        else:
+            message.append(hint)
+        if strict:
+            raise ValueError(" ".join(message))
+        report.missing = sorted(missing)
+        report.unexpected = sorted(unexpected)
+        report.notes.append(" ".join(message))
+
+    # Convert and check every shape before writing anything.
+    updates = []
+    for part, key, variable, transform in pairs:
+        if key not in sources[part]:
+            continue
+        value = transform(sources[part][key])
+        target = tuple(variable.shape)
+        if key == "positional_embedding" and value.shape != target:
+            value = _maybe_resize_positions(value, backbone, report, hint)
+        if tuple(value.shape) != target:
+            raise ValueError(
+                f"Shape mismatch for '{prefixes[part] + key}': the "
+                f"checkpoint has {tuple(sources[part][key].shape)} (as "
+                f"{tuple(value.shape)} in Keras layout) but the model "
+                f"expects {target}. "
+                + (
+                    "Likely a different vocabulary: build the model with "
+                    "the checkpoint's vocabulary_size."
+                    if part == "head" and key.startswith("text_projection")
+                    else hint
+                )
+            )
+        updates.append((variable, value))
+        report.loaded.append(prefixes[part] + key)
+
+    statistics_values = None
+    if statistics is not None and buffers and "cap_fq" in buffers:
+        cap_fq = np.asarray(buffers["cap_fq"], dtype=np.float64).reshape(-1)
+        if cap_fq.size != statistics.vocabulary_size:
+            raise ValueError(
+                f"The checkpoint's IDF statistics 'cap_fq' cover "
+                f"{cap_fq.size} classes but the model's vocabulary has "
+                f"{statistics.vocabulary_size}. Build the model with "
+                f"vocabulary_size={cap_fq.size}."
+            )
+        num_samples = np.asarray(
+            buffers.get("num_samples", 0.0), dtype=np.float64
+        ).reshape(-1)
+        if num_samples.size != 1:
+            raise ValueError(
+                f"'num_samples' must hold one value, got shape "
+                f"{tuple(np.shape(buffers['num_samples']))}."
+            )
+        statistics_values = (cap_fq, num_samples[0])
+        report.loaded += [b for b in _BUFFERS if b in buffers]
+
+    for variable, value in updates:
+        variable.assign(np.asarray(value, dtype=variable.dtype))
+    if statistics_values is not None:
+        _set_statistics(statistics, *statistics_values)
+    for note in report.notes:
+        logger.info(note)
+    return report
+
+
+def _maybe_resize_positions(table, backbone, report, hint):
+    prefix = int(backbone.use_class_token)
+    source = _square_grid(table.shape[0] - prefix)
+    target = tuple(backbone.position_grid_size)
+    if source is None or table.shape[1] != backbone.hidden_dim:
+        raise ValueError(
+            f"Cannot resize the checkpoint's position table "
+            f"{tuple(table.shape)} to the model's grid {target}: it is not "
+            f"a square grid of width {backbone.hidden_dim}. {hint}"
+        )
+    report.notes.append(
+        f"Resized the position table bilinearly from a {source[0]}x"
+        f"{source[1]} grid to {target[0]}x{target[1]}."
+    )
+    return _resize_positions(table, source, target, prefix)
+
+
+def _set_statistics(statistics, cap_fq, num_samples):
+    """Writes the reference buffers into an `IDFStatistics`.
+
+    Same effect as `IDFStatistics.set_statistics`, written with plain
+    arrays (that method's `zeros_like` of a variable fails on JAX). The
+    float64 `cap_fq` is split into a float32 value and its Kahan error
+    term, so no precision is lost.
+    """
+    value = cap_fq.astype(np.float32)
+    # Kahan convention: true sum = cap_fq - cap_fq_error.
+    error = (value.astype(np.float64) - cap_fq).astype(np.float32)
+    statistics.cap_fq.assign(value)
+    statistics.cap_fq_error.assign(error)
+    statistics.num_samples.assign(np.float32(num_samples))
