@@ -1,4 +1,8 @@
 from keras_superclass.models.catlip.catlip_classifier import CatLIPClassifier
+from keras_superclass.models.crunet.crunet_backbone import CRUNetBackbone
+from keras_superclass.models.crunet.crunet_image_classifier import (
+    CRUNetImageClassifier,
+)
 from keras_superclass.models.superclass.conv_stem import ConvStem
 from keras_superclass.models.superclass.superclass_backbone import (
     SuperClassBackbone,

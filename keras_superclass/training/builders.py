@@ -12,10 +12,12 @@ from keras_superclass.training.config import ConfigError
 def _architecture_presets():
     """(backbone class, presets) for every encoder family we ship."""
     from keras_superclass.models import CatLIPClassifier
+    from keras_superclass.models import CRUNetBackbone
 
     return [
         (SuperClassBackbone, SuperClassBackbone.architecture_presets),
         (SuperClassBackbone, CatLIPClassifier.architecture_presets),
+        (CRUNetBackbone, CRUNetBackbone.architecture_presets),
     ]
 
 
