@@ -9,4 +9,10 @@ from keras_superclass import layers
 from keras_superclass import losses
 from keras_superclass import metrics
 from keras_superclass import models
+from keras_superclass.losses import SuperClassLoss
+from keras_superclass.models import CatLIPClassifier
+from keras_superclass.models import CRUNetBackbone
+from keras_superclass.models import CRUNetImageClassifier
+from keras_superclass.models import SuperClassBackbone
+from keras_superclass.models import SuperClassClassifier
 from keras_superclass.version import __version__

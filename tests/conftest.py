@@ -10,6 +10,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+# open_clip imports Triton, which crashes a process that already loaded
+# TensorFlow; the parity tests need no Triton (CPU only).
+if "triton" not in sys.modules:
+    sys.modules["triton"] = None
+
 import keras  # noqa: E402
 import pytest  # noqa: E402
 

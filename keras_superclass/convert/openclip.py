@@ -516,7 +516,7 @@ def load_reference_weights(model, state_dict_or_path, strict=True):
     for variable, value in updates:
         variable.assign(np.asarray(value, dtype=variable.dtype))
     if statistics_values is not None:
-        _set_statistics(statistics, *statistics_values)
+        statistics.set_statistics(*statistics_values)
     for note in report.notes:
         logger.info(note)
     return report
@@ -537,19 +537,3 @@ def _maybe_resize_positions(table, backbone, report, hint):
         f"{source[1]} grid to {target[0]}x{target[1]}."
     )
     return _resize_positions(table, source, target, prefix)
-
-
-def _set_statistics(statistics, cap_fq, num_samples):
-    """Writes the reference buffers into an `IDFStatistics`.
-
-    Same effect as `IDFStatistics.set_statistics`, written with plain
-    arrays (that method's `zeros_like` of a variable fails on JAX). The
-    float64 `cap_fq` is split into a float32 value and its Kahan error
-    term, so no precision is lost.
-    """
-    value = cap_fq.astype(np.float32)
-    # Kahan convention: true sum = cap_fq - cap_fq_error.
-    error = (value.astype(np.float64) - cap_fq).astype(np.float32)
-    statistics.cap_fq.assign(value)
-    statistics.cap_fq_error.assign(error)
-    statistics.num_samples.assign(np.float32(num_samples))

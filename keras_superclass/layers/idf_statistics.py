@@ -3,6 +3,7 @@
 import contextlib
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -93,9 +94,17 @@ class IDFStatistics(keras.layers.Layer):
         return self.idf_weights(ops.shape(multi_hot)[0])
 
     def set_statistics(self, cap_fq, num_samples):
-        """Overwrites the statistics (e.g. from a reference checkpoint)."""
-        self.cap_fq.assign(ops.cast(ops.reshape(cap_fq, (-1,)), "float32"))
-        self.cap_fq_error.assign(ops.zeros((self.vocabulary_size,)))
+        """Overwrites the statistics (e.g. from a reference checkpoint).
+
+        A float64 `cap_fq` keeps its precision: the float32 rounding error
+        goes into the Kahan term.
+        """
+        value = np.asarray(ops.convert_to_numpy(cap_fq), np.float64)
+        value = value.reshape(-1)
+        rounded = value.astype(np.float32)
+        self.cap_fq.assign(rounded)
+        error = rounded.astype(np.float64) - value
+        self.cap_fq_error.assign(error.astype(np.float32))
         self.num_samples.assign(
             ops.cast(ops.reshape(num_samples, ()), "float32")
         )
