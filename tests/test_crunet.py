@@ -455,3 +455,21 @@ def test_superclass_pretraining_with_crunet_encoder_learns():
     losses = history.history["loss"]
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_superclass_task_with_crunet_encoder_round_trips(tmp_path):
+    import numpy as np
+
+    from keras_superclass.models import CRUNetBackbone
+    from keras_superclass.models import SuperClassClassifier
+
+    model = SuperClassClassifier(
+        CRUNetBackbone.from_preset("crunet_tiny"), vocabulary_size=12
+    )
+    model.save_to_preset(str(tmp_path))
+    loaded = SuperClassClassifier.from_preset(str(tmp_path))
+    assert isinstance(loaded.backbone, CRUNetBackbone)
+    x = np.random.normal(size=(2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5
+    )

@@ -267,7 +267,12 @@ class SuperClassClassifier(Task):
         """
         config = resolve_preset(preset, cls.architecture_presets, cls)
         if config is None:
-            return super().from_preset(preset, load_weights, **kwargs)
+            # keras-hub would look for a subclass per backbone class; our
+            # tasks take any encoder (ViT, CRU-Net), so load task.json as is.
+            from keras_hub.src.utils.preset_utils import get_preset_loader
+
+            loader = get_preset_loader(preset)
+            return loader.load_task(cls, load_weights, True, **kwargs)
         task_keys = {
             "vocabulary_size",
             "head_mlp_layers",
