@@ -10,7 +10,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
-python -m pip install -q -e ".[all,dev]"
+# constraints.txt pins the versions the suite was verified with.
+python -m pip install -q -e ".[all,dev]" -c constraints.txt
 # WordNet 3.0 for CatLIP labels, installed offline from Debian packages.
 if [ -x scripts/install_wordnet.sh ]; then
   bash scripts/install_wordnet.sh
