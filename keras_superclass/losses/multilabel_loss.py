@@ -1,5 +1,7 @@
 """Base class of the multi-label losses over a token/synset vocabulary."""
 
+import re
+
 import keras
 from keras import ops
 
@@ -36,7 +38,10 @@ class MultiLabelLoss(keras.losses.Loss):
         name=None,
         dtype=None,
     ):
-        super().__init__(reduction=reduction, name=name, dtype=dtype)
+        # Default name from the class: BinaryCrossEntropyLoss ->
+        # "binary_cross_entropy_loss".
+        name = name or re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__)
+        super().__init__(reduction=reduction, name=name.lower(), dtype=dtype)
         self.vocabulary_size = int(vocabulary_size)
         self.pad_id = int(pad_id)
         self.ignore_ids = sorted(int(i) for i in (ignore_ids or []))

@@ -60,26 +60,6 @@ class BinaryCrossEntropyLoss(MultiLabelLoss):
     2.7726
     """
 
-    def __init__(
-        self,
-        vocabulary_size,
-        pad_id=-1,
-        ignore_ids=None,
-        label_format="auto",
-        reduction="sum_over_batch_size",
-        name="binary_cross_entropy_loss",
-        dtype=None,
-    ):
-        super().__init__(
-            vocabulary_size,
-            pad_id=pad_id,
-            ignore_ids=ignore_ids,
-            label_format=label_format,
-            reduction=reduction,
-            name=name,
-            dtype=dtype,
-        )
-
     def compute_per_sample(self, multi_hot, logits):
         return ops.sum(_bce_with_logits(multi_hot, logits), axis=-1)
 
@@ -195,26 +175,6 @@ class SoftMarginLoss(MultiLabelLoss):
     Example:
     >>> loss = SoftMarginLoss(vocabulary_size=8)
     """
-
-    def __init__(
-        self,
-        vocabulary_size,
-        pad_id=-1,
-        ignore_ids=None,
-        label_format="auto",
-        reduction="sum_over_batch_size",
-        name="soft_margin_loss",
-        dtype=None,
-    ):
-        super().__init__(
-            vocabulary_size,
-            pad_id=pad_id,
-            ignore_ids=ignore_ids,
-            label_format=label_format,
-            reduction=reduction,
-            name=name,
-            dtype=dtype,
-        )
 
     def compute_per_sample(self, multi_hot, logits):
         return ops.mean(_bce_with_logits(multi_hot, logits), axis=-1)
