@@ -32,6 +32,7 @@ TINY_OVERRIDES = [
     "training.steps_per_epoch=2",
     "training.warmup_steps=2",
     "checkpoint.keep=20",
+    "data.deterministic=true",  # exact resume needs the fixed order
 ]
 
 
