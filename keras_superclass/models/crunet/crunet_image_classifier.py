@@ -5,6 +5,7 @@ from keras_hub.models import Task
 
 from keras_superclass.models.crunet.crunet_backbone import CRUNetBackbone
 from keras_superclass.models.crunet.crunet_presets import backbone_presets
+from keras_superclass.utils.presets import build_task_from_preset
 from keras_superclass.utils.presets import resolve_preset
 
 
@@ -138,16 +139,6 @@ class CRUNetImageClassifier(Task):
         config = resolve_preset(preset, cls.architecture_presets, cls)
         if config is None:
             return super().from_preset(preset, load_weights, **kwargs)
-        task_keys = {
-            "num_classes",
-            "activation",
-            "preprocessor",
-            "compile",
-            "name",
-        }
-        task_kwargs = {k: v for k, v in kwargs.items() if k in task_keys}
-        backbone_kwargs = {
-            k: v for k, v in kwargs.items() if k not in task_keys
-        }
-        backbone = cls.backbone_cls(**{**config["backbone"], **backbone_kwargs})
-        return cls(backbone, **{**config["task"], **task_kwargs})
+        return build_task_from_preset(
+            cls, config, kwargs, ("num_classes", "activation")
+        )

@@ -14,6 +14,7 @@ from keras_superclass.models.superclass.superclass_backbone import (
 from keras_superclass.models.superclass.superclass_presets import (
     backbone_presets,
 )
+from keras_superclass.utils.presets import build_task_from_preset
 from keras_superclass.utils.presets import resolve_preset
 
 
@@ -273,17 +274,9 @@ class SuperClassClassifier(Task):
 
             loader = get_preset_loader(preset)
             return loader.load_task(cls, load_weights, True, **kwargs)
-        task_keys = {
-            "vocabulary_size",
-            "head_mlp_layers",
-            "ignore_ids",
-            "preprocessor",
-            "compile",
-            "name",
-        }
-        task_kwargs = {k: v for k, v in kwargs.items() if k in task_keys}
-        backbone_kwargs = {
-            k: v for k, v in kwargs.items() if k not in task_keys
-        }
-        backbone = cls.backbone_cls(**{**config["backbone"], **backbone_kwargs})
-        return cls(backbone, **{**config["task"], **task_kwargs})
+        return build_task_from_preset(
+            cls,
+            config,
+            kwargs,
+            ("vocabulary_size", "head_mlp_layers", "ignore_ids"),
+        )
