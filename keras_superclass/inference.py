@@ -80,9 +80,8 @@ class TokenPredictor:
                     f"{path} is not a decodable image (JPEG, PNG, GIF, BMP "
                     f"or WebP)."
                 ) from None
-            image = transforms.resize_center_crop(image, size)
-            images.append(transforms.normalize(image).numpy())
-        return np.stack(images)
+            images.append(transforms.resize_center_crop(image, size).numpy())
+        return self.model.prepare_images(np.stack(images))
 
     def predict(self, images, top_k=10):
         """Top-k `{"token", "score"}` (sigmoid for CatLIP, else softmax)."""

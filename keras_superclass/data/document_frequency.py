@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+from keras_superclass.data import python_ops
 from keras_superclass.losses import load_document_frequencies
 
 TEXT_EXTENSIONS = (".txt",)
@@ -151,7 +152,7 @@ class CaptionSource:
             )
 
         def parse(records):
-            captions, valid = tf.numpy_function(
+            captions, valid = python_ops.numpy_function(
                 self._parse_records,
                 [records],
                 (tf.string, tf.bool),

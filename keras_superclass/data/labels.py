@@ -133,4 +133,5 @@ def make_label_fn(tokenizer, max_labels=64, pad_id=-1):
         labels = caption_token_sets(ids, max_labels, pad_id, exclude_ids)
         return tf.ensure_shape(labels, [None, max_labels])
 
+    label_fn.batched = True  # Readers call it once per batch of captions.
     return label_fn

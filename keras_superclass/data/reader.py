@@ -19,6 +19,7 @@ import threading
 import keras
 import tensorflow as tf
 
+from keras_superclass.data import python_ops
 from keras_superclass.data import schema
 from keras_superclass.data import transforms
 
@@ -208,36 +209,76 @@ def _record_iterator(path):
     return iterator
 
 
+# TFRecord framing: 8-byte length, 4-byte length CRC, data, 4-byte data CRC.
+_RECORD_OVERHEAD = 16
+_END = -1  # Reason code of the end-of-stream marker (never counted).
+
+
+def _damage_reason(path):
+    """`truncated_shard` or `corrupt_shard` for a file that did not read to
+    its end (only called for damaged files)."""
+    path = path.decode() if isinstance(path, bytes) else path
+    try:
+        for _ in _record_iterator(path):
+            pass
+    except tf.errors.DataLossError as error:
+        if "truncated" in str(error):
+            return schema.TRUNCATED_SHARD
+    return schema.CORRUPT_SHARD
+
+
 def _file_records(files, counter, training, seed, cycle_length, deterministic):
-    """Serialised records of `files`, read in parallel; a damaged file is
-    read up to the damage and counted once."""
+    """Serialised records of `files`, read in parallel by TensorFlow's
+    native reader; a damaged file is read up to the damage and counted once.
 
-    def read_file(path):
-        path = path.decode() if isinstance(path, bytes) else path
-        try:
-            yield from _record_iterator(path)
-        except tf.errors.DataLossError as error:
-            if "truncated" in str(error):
-                counter.add(schema.TRUNCATED_SHARD)
-            else:
-                counter.add(schema.CORRUPT_SHARD)
+    `TFRecordDataset` stops quietly at a truncated record and raises at a
+    checksum error, so each file's records are followed by a marker holding
+    the bytes they span: less than the file's size means damage.
+    """
+    sizes = [tf.io.gfile.stat(f).length for f in files]
 
-    def file_dataset(path):
-        return tf.data.Dataset.from_generator(
-            read_file,
-            args=(path,),
-            output_signature=tf.TensorSpec((), tf.string),
+    def count_damage(path):
+        counter.add(_damage_reason(path.numpy()))
+        return True
+
+    def file_dataset(path, size):
+        records = tf.data.TFRecordDataset(path).ignore_errors(log_warning=False)
+        marked = records.map(lambda r: (r, False)).concatenate(
+            tf.data.Dataset.from_tensors((tf.constant(b""), True))
         )
 
-    ds = tf.data.Dataset.from_tensor_slices(files)
+        def tally(read, element):
+            record, is_end = element
+            read += tf.cast(tf.strings.length(record), tf.int64)
+            read += tf.where(is_end, tf.constant(0, tf.int64), _RECORD_OVERHEAD)
+            damaged = tf.logical_and(is_end, read < size)
+            damaged = tf.cond(
+                damaged,
+                lambda: python_ops.py_function(count_damage, [path], tf.bool),
+                lambda: False,
+            )
+            return read, (record, tf.logical_or(is_end, damaged))
+
+        return (
+            marked.scan(tf.constant(0, tf.int64), tally)
+            .filter(lambda record, is_end: tf.logical_not(is_end))
+            .map(lambda record, is_end: record)
+        )
+
+    ds = tf.data.Dataset.from_tensor_slices(
+        (files, tf.constant(sizes, tf.int64))
+    )
     if training:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    cycle_length = max(1, min(cycle_length, len(files)))
+    if deterministic:  # Sequential: the order must not depend on timing.
+        return ds.interleave(file_dataset, cycle_length, block_length=1)
     return ds.interleave(
         file_dataset,
-        cycle_length=max(1, min(cycle_length, len(files))),
+        cycle_length,
         block_length=1,
-        num_parallel_calls=None if deterministic else AUTOTUNE,
-        deterministic=deterministic,
+        num_parallel_calls=AUTOTUNE,
+        deterministic=False,
     )
 
 
@@ -262,23 +303,39 @@ def _image_pipeline(
     training,
     seed,
     strong_augment,
-    normalize,
     scale,
     ratio,
     counter,
     deterministic,
+    resize_method="pil",
+    repeat=False,
+    skip_records=0,
 ):
-    """Decodes + transforms each `(position, record)` with a validity code,
-    counts and drops the bad ones.
-    `load(record) -> (encoded_image, payload, code)`."""
+    """Decodes + transforms records into `(image, payload)`; bad records
+    are counted and dropped.
+
+    `load(record) -> (encoded_image, payload, code)` where `code > 0` names
+    a bad caption. Records are numbered in stream order (the number seeds
+    the augmentation, so a resumed run draws the same crops); images that
+    fail to decode are dropped by `ignore_errors` and counted from the gaps
+    in that numbering (the decode map keeps order; an end marker catches
+    failures at the very end).
+    """
+    if resize_method not in transforms.RESIZE_METHODS:
+        raise ValueError(
+            f"Unknown resize_method {resize_method!r}; use one of "
+            f"{transforms.RESIZE_METHODS}."
+        )
     if scale is None:
         scale = (
             transforms.STRONG_SCALE
             if strong_augment
             else (transforms.TRAIN_SCALE)
         )
-    out_dtype = tf.float32 if normalize else tf.uint8
-    image_spec = tf.zeros((image_size, image_size, 3), out_dtype)
+    image_spec = tf.zeros((image_size, image_size, 3), tf.uint8)
+    bad_payload = tf.nest.map_structure(
+        lambda s: tf.zeros(s.shape, s.dtype), payload_spec
+    )
     base_seed = None if seed is None else int(seed)
 
     def example_seed(index):
@@ -291,58 +348,75 @@ def _image_pipeline(
         if training:
             seeds = transforms.split_seed(example_seed(index), 2)
             image = transforms.random_resized_crop(
-                image, image_size, seeds[0], scale, ratio
+                image, image_size, seeds[0], scale, ratio, resize_method
             )
             if strong_augment:
                 image = transforms.strong_augment(image, seeds[1])
-        else:
-            image = transforms.resize_center_crop(image, image_size)
-        if normalize:
-            return transforms.normalize(image)
-        return tf.cast(image, tf.uint8)
+            return image
+        return transforms.resize_center_crop(image, image_size, resize_method)
 
-    def process(index, record):
-        encoded, payload, code = load(record)
-        image = tf.cond(
-            code > 0,
-            lambda: image_spec,
-            lambda: transform(encoded, index),
+    # Each record is tagged `(is_end, record)`; a finite stream ends with a
+    # marker so failures among its last records are counted too.
+    records = records.map(lambda *r: (False, r[0] if len(r) == 1 else r))
+    if repeat:
+        records = records.repeat()
+    else:
+        end = tf.nest.map_structure(
+            lambda s: tf.zeros(s.shape, s.dtype), records.element_spec[1]
         )
-        return image, payload, code
-
-    bad_payload = tf.nest.map_structure(
-        lambda s: tf.zeros(s.shape, s.dtype), payload_spec
-    )
-
-    def one(index, record):
-        good = (
-            tf.data.Dataset.from_tensors((index, record))
-            .map(process)
-            .ignore_errors()
+        records = records.concatenate(
+            tf.data.Dataset.from_tensors((tf.constant(True), end))
         )
-        bad = tf.data.Dataset.from_tensors(
-            (image_spec, bad_payload, tf.constant(_UNDECODABLE, tf.int32))
+    records = records.enumerate()
+    if skip_records:
+        records = records.skip(int(skip_records))
+
+    def process(index, element):
+        is_end, record = element
+
+        def decode():
+            encoded, payload, code = load(record)
+            image = tf.cond(
+                code > 0, lambda: image_spec, lambda: transform(encoded, index)
+            )
+            return image, payload, code
+
+        image, payload, code = tf.cond(
+            is_end,
+            lambda: (image_spec, bad_payload, tf.constant(_END, tf.int32)),
+            decode,
         )
-        return good.concatenate(bad).take(1)
+        return index, image, payload, code
 
-    ds = records.interleave(
-        one,
-        cycle_length=16,
-        block_length=1,
-        num_parallel_calls=None if deterministic else AUTOTUNE,
-        deterministic=deterministic,
-    )
+    ds = records.map(
+        process, num_parallel_calls=AUTOTUNE, deterministic=True
+    ).ignore_errors(log_warning=False)
 
-    def count(image, payload, code):
+    def count_undecodable(expected, element):
+        index, image, payload, code = element
+        missing = index - expected
+        code = tf.cond(
+            missing > 0,
+            lambda: python_ops.py_function(
+                lambda n, c: counter.add(schema.UNDECODABLE_IMAGE, int(n)) or c,
+                [missing, code],
+                tf.int32,
+            ),
+            lambda: code,
+        )
+        return index + 1, (image, payload, code)
+
+    ds = ds.scan(tf.constant(int(skip_records), tf.int64), count_undecodable)
+
+    def keep(image, payload, code):
         code = tf.cond(
             code > 0,
-            lambda: tf.py_function(counter._add_code, [code], tf.int32),
+            lambda: python_ops.py_function(counter._add_code, [code], tf.int32),
             lambda: code,
         )
         return tf.equal(code, 0)
 
-    ds = ds.filter(count)
-    return ds.map(lambda image, payload, code: (image, payload))
+    return ds.filter(keep).map(lambda image, payload, code: (image, payload))
 
 
 def _resolve_label_fn(label_fn, tokenizer, max_labels):
@@ -359,8 +433,29 @@ def _resolve_label_fn(label_fn, tokenizer, max_labels):
     return make_label_fn(tokenizer, max_labels=max_labels, pad_id=-1)
 
 
-def _finish(ds, batch_size, drop_remainder, counter, deterministic):
+def _finish(
+    ds,
+    batch_size,
+    drop_remainder,
+    counter,
+    deterministic,
+    normalize,
+    batch_label_fn=None,
+):
+    """Batches uint8 images, then normalises them and turns captions into
+    labels a batch at a time (one vectorised op per batch is much cheaper
+    than one per image)."""
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+
+    def per_batch(images, payload):
+        if normalize:
+            images = transforms.normalize(images)
+        if batch_label_fn is not None:
+            payload = batch_label_fn(payload)
+        return images, payload
+
+    if normalize or batch_label_fn is not None:
+        ds = ds.map(per_batch, num_parallel_calls=AUTOTUNE, deterministic=True)
     ds = ds.prefetch(AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = bool(deterministic)
@@ -392,6 +487,7 @@ def image_text_dataset(
     counter=None,
     skip_batches=0,
     label_feature=None,
+    resize_method="pil",
 ):
     """Batches of `(images, token_ids)` from image-caption shards.
 
@@ -414,7 +510,9 @@ def image_text_dataset(
         training: random crops + shuffling, else the eval transform in order.
         label_fn: `fn(caption tf.string scalar) -> int32 (max_labels,)`; with
             neither `label_fn` nor `tokenizer` the batches are
-            `(images, captions)`.
+            `(images, captions)`. A function with attribute `batched = True`
+            (as `labels.make_label_fn`'s) is called once per batch on the
+            `(B,)` captions instead: much faster.
         tokenizer: a tokenizer (or kind for `tokenizers.get_tokenizer`) made
             into a label function with `labels.make_label_fn`.
         max_labels: padded label length when `tokenizer` is given.
@@ -429,7 +527,9 @@ def image_text_dataset(
             JAX / torch.distributed, else 0).
         process_count: number of processes (default as above, else 1).
         strong_augment: the reference's strong augmentation.
-        normalize: float32 normalised output; `False` gives uint8 [0, 255].
+        normalize: float32 normalised output; `False` gives uint8 [0, 255],
+            a quarter of the bytes and no host work: normalise on the
+            device instead (the tasks' `normalize_images=True`).
         drop_remainder: drop the last partial batch.
         scale: crop area range; default (0.9, 1) or (0.4, 1) when strong.
         ratio: crop aspect ratio range.
@@ -444,6 +544,11 @@ def image_text_dataset(
         label_feature: take labels from this int64-list feature of the
             shards (e.g. CatLIP's "synsets") instead of the caption, padded
             with -1 (or truncated) to `max_labels`.
+        resize_method: `"pil"` (PIL's antialiased bicubic: the reference's
+            resize exactly), `"antialias"` (pure TensorFlow ops, within one
+            grey level of PIL) or `"fast"` (TensorFlow bicubic without
+            antialiasing: fastest, aliases when shrinking a lot); see
+            `transforms.resize_bicubic`.
 
     Returns:
         A `tf.data.Dataset` with attribute `corrupt_records`.
@@ -472,12 +577,6 @@ def image_text_dataset(
         records = records.shuffle(
             shuffle_buffer, seed=seed, reshuffle_each_iteration=True
         )
-    if repeat:
-        records = records.repeat()
-    # Positions are numbered before skipping: they seed the augmentation.
-    records = records.enumerate()
-    if skip_batches:
-        records = records.skip(int(skip_batches) * int(batch_size))
 
     def load(serialized):
         parsed = tf.io.parse_single_example(
@@ -517,19 +616,30 @@ def image_text_dataset(
         training,
         seed,
         strong_augment,
-        normalize,
         scale,
         ratio,
         counter,
         deterministic,
+        resize_method=resize_method,
+        repeat=repeat,
+        skip_records=int(skip_batches) * int(batch_size),
     )
-    if label_fn is not None:
+    batched = getattr(label_fn, "batched", False)
+    if label_fn is not None and not batched:
         ds = ds.map(
             lambda image, caption: (image, label_fn(caption)),
-            num_parallel_calls=None if deterministic else AUTOTUNE,
-            deterministic=deterministic,
+            num_parallel_calls=AUTOTUNE,
+            deterministic=True,
         )
-    return _finish(ds, batch_size, drop_remainder, counter, deterministic)
+    return _finish(
+        ds,
+        batch_size,
+        drop_remainder,
+        counter,
+        deterministic,
+        normalize,
+        batch_label_fn=label_fn if batched else None,
+    )
 
 
 def _is_class_folder(path):
@@ -569,6 +679,7 @@ def labelled_image_dataset(
     process_index=0,
     process_count=1,
     counter=None,
+    resize_method="pil",
 ):
     """Batches of `(images, labels)` for evaluation (linear probe, kNN).
 
@@ -597,6 +708,8 @@ def labelled_image_dataset(
         process_index: this process's index (files are split by process).
         process_count: number of processes.
         counter: a `CorruptRecordCounter` to count into.
+        resize_method: `"pil"`, `"antialias"` or `"fast"`, as in
+            `image_text_dataset`.
 
     Returns:
         `(dataset, class_names)`: `dataset` yields `(images, labels int32)`
@@ -665,18 +778,20 @@ def labelled_image_dataset(
             )
 
     ds = _image_pipeline(
-        records.enumerate(),
+        records,
         load,
         tf.TensorSpec((), tf.int32),
         image_size,
         training,
         seed,
         False,
-        normalize,
         None,
         transforms.DEFAULT_RATIO,
         counter,
         deterministic,
+        resize_method=resize_method,
     )
-    ds = _finish(ds, batch_size, drop_remainder, counter, deterministic)
+    ds = _finish(
+        ds, batch_size, drop_remainder, counter, deterministic, normalize
+    )
     return ds, class_names

@@ -5,11 +5,17 @@ seed (int tensor of shape `(2,)`), so a fixed seed gives the same output on
 every backend and every run.
 
 - `random_resized_crop`: torchvision's `RandomResizedCrop` (10 attempts,
-  log-uniform aspect ratio, centre-crop fallback) followed by a bicubic,
-  antialiased resize. The reference uses scale (0.9, 1.0), ratio (3/4, 4/3),
-  no flip.
+  log-uniform aspect ratio, centre-crop fallback) followed by a bicubic
+  resize. The reference uses scale (0.9, 1.0), ratio (3/4, 4/3), no flip.
 - `resize_center_crop`: the evaluation transform: resize the shorter side
   to `size` (bicubic), centre crop `size x size`.
+- `resize_bicubic`: the resize both use, by one of `RESIZE_METHODS`:
+  `"pil"` (default) is PIL's antialiased bicubic, what torchvision applies
+  to the reference's PIL images, bit for bit; `"antialias"` is pure graph
+  ops (`tf.image.resize(antialias=True)`, within one grey level of PIL, for
+  pipelines that must not call Python); `"fast"` is TensorFlow's bicubic
+  without antialiasing (the fastest; it aliases when shrinking by much
+  more than the reference's crops do).
 - `color_jitter` / `random_grayscale`: the strong augmentation
   (ColorJitter(0.32, 0.32, 0.32, 0.08) with p=0.8, grayscale with p=0.2).
 - `normalize`: OpenAI CLIP mean / std.
@@ -17,10 +23,13 @@ every backend and every run.
 
 import math
 
+import numpy as np
 import tensorflow as tf
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+from keras_superclass.data import python_ops
+from keras_superclass.layers.image_normalization import OPENAI_MEAN
+from keras_superclass.layers.image_normalization import OPENAI_STD
+
 TRAIN_SCALE = (0.9, 1.0)
 STRONG_SCALE = (0.4, 1.0)
 DEFAULT_RATIO = (3.0 / 4.0, 4.0 / 3.0)
@@ -83,29 +92,72 @@ def random_crop_box(
     )
 
 
-def _resize(image, size_hw):
-    image = tf.image.resize(image, size_hw, method="bicubic", antialias=True)
-    # As PIL, which rounds the bicubic result to uint8.
-    return tf.round(tf.clip_by_value(image, 0.0, 255.0))
+RESIZE_METHODS = ("pil", "antialias", "fast")
+
+
+def _pil_bicubic(pixels, size_hw):
+    from PIL import Image
+
+    height, width = (int(v) for v in size_hw)
+    image = Image.fromarray(pixels)
+    return np.asarray(image.resize((width, height), Image.BICUBIC))
+
+
+def resize_bicubic(image, size_hw, method="pil"):
+    """Bicubic resize of a uint8 `(H, W, 3)` image to `size_hw`, as uint8.
+
+    Args:
+        image: uint8 `(H, W, 3)`.
+        size_hw: `(height, width)` (ints or an int tensor).
+        method: `"pil"` (PIL's antialiased bicubic, as torchvision on PIL
+            images: the reference, exactly), `"antialias"` (pure graph ops,
+            within one grey level of PIL) or `"fast"` (TensorFlow bicubic
+            without antialiasing).
+    """
+    if method == "pil":
+        # PIL releases the GIL while resampling, so parallel tf.data calls
+        # run on all cores.
+        out = python_ops.numpy_function(
+            _pil_bicubic,
+            [tf.cast(image, tf.uint8), tf.cast(size_hw, tf.int32)],
+            tf.uint8,
+            stateful=False,
+        )
+    elif method in ("antialias", "fast"):
+        out = tf.image.resize(
+            image, size_hw, method="bicubic", antialias=method == "antialias"
+        )
+        out = tf.cast(tf.round(tf.clip_by_value(out, 0.0, 255.0)), tf.uint8)
+    else:
+        raise ValueError(
+            f"Unknown resize method {method!r}; use one of {RESIZE_METHODS}."
+        )
+    return tf.ensure_shape(out, [None, None, 3])
 
 
 def random_resized_crop(
-    image, size, seed, scale=TRAIN_SCALE, ratio=DEFAULT_RATIO
+    image,
+    size,
+    seed,
+    scale=TRAIN_SCALE,
+    ratio=DEFAULT_RATIO,
+    method="pil",
 ):
     """Random crop (area `scale`, aspect `ratio`) resized to `size x size`.
 
-    Returns float32 values in [0, 255] (rounded, as the uint8 reference).
+    Returns uint8 `(size, size, 3)`; `method` as in `resize_bicubic`.
     """
     shape = tf.shape(image)
     top, left, ch, cw = random_crop_box(shape[0], shape[1], seed, scale, ratio)
     crop = image[top : top + ch, left : left + cw]
-    return tf.ensure_shape(_resize(crop, (size, size)), (size, size, 3))
+    resized = resize_bicubic(crop, (size, size), method)
+    return tf.ensure_shape(resized, (size, size, 3))
 
 
-def resize_center_crop(image, size):
+def resize_center_crop(image, size, method="pil"):
     """Resizes the shorter side to `size` (bicubic) and centre-crops it.
 
-    Returns float32 values in [0, 255].
+    Returns uint8 `(size, size, 3)`; `method` as in `resize_bicubic`.
     """
     shape = tf.shape(image)
     h = tf.cast(shape[0], tf.float32)
@@ -116,7 +168,7 @@ def resize_center_crop(image, size):
     new_w = tf.where(w <= h, float(size), tf.floor(size * w / short))
     new_h = tf.cast(new_h, tf.int32)
     new_w = tf.cast(new_w, tf.int32)
-    resized = _resize(image, tf.stack([new_h, new_w]))
+    resized = resize_bicubic(image, tf.stack([new_h, new_w]), method)
     top = tf.cast(tf.round(tf.cast(new_h - size, tf.float32) / 2), tf.int32)
     left = tf.cast(tf.round(tf.cast(new_w - size, tf.float32) / 2), tf.int32)
     crop = resized[top : top + size, left : left + size]
@@ -182,13 +234,13 @@ def random_grayscale(image, seed, probability=0.2):
 
 def strong_augment(image, seed, jitter_probability=0.8, gray_probability=0.2):
     """ColorJitter(0.32, 0.32, 0.32, 0.08) with p=0.8, then grayscale with
-    p=0.2, on a float image in [0, 255]. Returns [0, 255] (rounded)."""
+    p=0.2, on an image in [0, 255]. Returns uint8."""
     seeds = split_seed(seed, 3)
-    x = image / 255.0
+    x = tf.cast(image, tf.float32) / 255.0
     apply = tf.random.stateless_uniform([], seeds[0]) < jitter_probability
     x = tf.cond(apply, lambda: color_jitter(x, seeds[1]), lambda: x)
     x = random_grayscale(x, seeds[2], gray_probability)
-    return tf.round(tf.clip_by_value(x * 255.0, 0.0, 255.0))
+    return tf.cast(tf.round(tf.clip_by_value(x * 255.0, 0.0, 255.0)), tf.uint8)
 
 
 def normalize(image, mean=OPENAI_MEAN, std=OPENAI_STD):

@@ -97,10 +97,8 @@ def plot_prediction_grid(model, tokenizer, shard_dir, path, count=12):
     import matplotlib.pyplot as plt
 
     from keras_superclass.data import image_text_dataset
-    from keras_superclass.data import transforms
-
     image_size = model.backbone.input_shape[1]
-    # One pass over uint8 images: shown as they are, normalised to predict.
+    # One pass over uint8 images: shown as they are, prepared to predict.
     dataset = image_text_dataset(
         os.path.join(shard_dir, "test"),
         batch_size=count,
@@ -111,8 +109,7 @@ def plot_prediction_grid(model, tokenizer, shard_dir, path, count=12):
         seed=0,
     )
     pixels, captions = next(iter(dataset))
-    images = transforms.normalize(pixels).numpy()
-    predictions = top_tokens(model, tokenizer, images)
+    predictions = top_tokens(model, tokenizer, model.prepare_images(pixels))
     columns = 4
     rows = int(np.ceil(count / columns))
     figure, axes = plt.subplots(

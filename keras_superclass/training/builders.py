@@ -69,6 +69,7 @@ def build_task(config, vocabulary_size):
         backbone,
         vocabulary_size=vocabulary_size,
         head_mlp_layers=model["head_mlp_layers"],
+        normalize_images=model["normalize_images"],
         compile=False,
     )
 
@@ -141,6 +142,8 @@ def build_train_dataset(config, label_kwargs, skip_batches=0):
         seed=data["seed"],
         deterministic=data["deterministic"],
         strong_augment=data["strong_augment"],
+        resize_method=data["resize_method"],
+        normalize=not config["model"]["normalize_images"],
         repeat=True,
         skip_batches=skip_batches,
         **label_kwargs,

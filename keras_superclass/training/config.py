@@ -25,6 +25,9 @@ DEFAULTS = {
         # None: taken from the tokenizer (or the synset vocabulary).
         "vocabulary_size": None,
         "head_mlp_layers": 0,
+        # The reader ships uint8 pixels and the task normalises them on the
+        # device (a quarter of the bytes, no host work); false: on the host.
+        "normalize_images": True,
     },
     "loss": {
         # softmax (SuperClass), bce (CatLIP), asl, softmargin, twoway.
@@ -45,6 +48,9 @@ DEFAULTS = {
         "image_size": 224,
         "shuffle_buffer": 10000,
         "strong_augment": False,
+        # Bicubic resize: pil (the reference's, exactly), antialias (pure
+        # TensorFlow ops) or fast (TensorFlow, no antialiasing).
+        "resize_method": "pil",
         "deterministic": False,
         "seed": 0,
     },
@@ -171,6 +177,12 @@ def _check_types(config, source):
         raise ConfigError(
             f"'model.task' in {source} must be 'superclass' or 'catlip', "
             f"got {config['model']['task']!r}."
+        )
+    methods = ("pil", "antialias", "fast")
+    if config["data"]["resize_method"] not in methods:
+        raise ConfigError(
+            f"'data.resize_method' in {source} must be one of {methods}, "
+            f"got {config['data']['resize_method']!r}."
         )
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import regex
 import tensorflow as tf
 
+from keras_superclass.data import python_ops
 from keras_superclass.data.tokenizers.base import as_string_tensor
 
 BPE_FILENAME = "bpe_simple_vocab_16e6.txt.gz"
@@ -338,7 +339,7 @@ class CLIPTokenizer(keras_hub.tokenizers.Tokenizer):
         rank = inputs.shape.rank
         flat = tf.reshape(inputs, [-1])
         if self.sequence_length:
-            ids = tf.numpy_function(
+            ids = python_ops.numpy_function(
                 self._np_padded, [flat], tf.int32, stateful=False
             )
             ids = tf.ensure_shape(ids, [None, self.sequence_length])
@@ -348,7 +349,7 @@ class CLIPTokenizer(keras_hub.tokenizers.Tokenizer):
             return tf.reshape(
                 ids, tf.concat([outer, [self.sequence_length]], axis=0)
             )
-        values, lengths = tf.numpy_function(
+        values, lengths = python_ops.numpy_function(
             self._np_ragged, [flat], (tf.int32, tf.int64), stateful=False
         )
         values = tf.ensure_shape(values, [None])
@@ -385,7 +386,7 @@ class CLIPTokenizer(keras_hub.tokenizers.Tokenizer):
         elif not isinstance(inputs, tf.RaggedTensor):
             inputs = tf.RaggedTensor.from_tensor(inputs)
         self.bpe  # noqa: B018
-        text = tf.numpy_function(
+        text = python_ops.numpy_function(
             self._np_detokenize,
             [tf.cast(inputs.flat_values, tf.int32), inputs.row_lengths()],
             tf.string,

@@ -1,9 +1,11 @@
 """SuperClass task: image encoder + multi-label token head + IDF loss."""
 
 import keras
+import numpy as np
 from keras_hub.models import Task
 
 from keras_superclass.layers.idf_statistics import IDFStatistics
+from keras_superclass.layers.image_normalization import ImageNormalization
 from keras_superclass.layers.token_head import TokenHead
 from keras_superclass.losses.superclass_loss import SuperClassLoss
 from keras_superclass.metrics.token_metrics import TokenTopKPrecision
@@ -88,6 +90,10 @@ class SuperClassClassifier(Task):
         ignore_ids: token ids that never become targets (special tokens);
             the data pipeline already drops them, this guards raw labels.
         preprocessor: optional preprocessing layer.
+        normalize_images: take raw pixels in [0, 255] (uint8 from
+            `image_text_dataset(..., normalize=False)`) and apply the OpenAI
+            mean/std on the device; `False` (default): inputs are already
+            normalised.
         compile: compile with the reference recipe on construction.
 
     Example:
@@ -108,12 +114,18 @@ class SuperClassClassifier(Task):
         head_mlp_layers=0,
         ignore_ids=None,
         preprocessor=None,
+        normalize_images=False,
         compile=True,
         **kwargs,
     ):
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
+        self.image_normalization = (
+            ImageNormalization(name="image_normalization")
+            if normalize_images
+            else None
+        )
         head_epsilon = getattr(backbone, "layer_norm_epsilon", 1e-5)
         self.token_head = TokenHead(
             vocabulary_size,
@@ -125,7 +137,10 @@ class SuperClassClassifier(Task):
 
         # === Functional model ===
         images = keras.Input(shape=backbone.input_shape[1:], name="images")
-        features = backbone(images)["pooled_output"]
+        x = images
+        if self.image_normalization is not None:
+            x = self.image_normalization(x)
+        features = backbone(x)["pooled_output"]
         logits = self.token_head(features)
         super().__init__(inputs=images, outputs=logits, compile=False, **kwargs)
 
@@ -138,6 +153,7 @@ class SuperClassClassifier(Task):
         # === Config ===
         self.vocabulary_size = int(vocabulary_size)
         self.head_mlp_layers = head_mlp_layers
+        self.normalize_images = bool(normalize_images)
         self.ignore_ids = sorted(int(i) for i in (ignore_ids or []))
         if compile:
             self.compile()
@@ -243,12 +259,21 @@ class SuperClassClassifier(Task):
                 training=training,
             )
 
+    def prepare_images(self, pixels):
+        """Raw pixels in [0, 255] `(B, H, W, 3)` as this task takes them:
+        unchanged with `normalize_images`, else normalised here."""
+        pixels = np.asarray(pixels)
+        if self.normalize_images:
+            return pixels
+        return keras.ops.convert_to_numpy(ImageNormalization()(pixels))
+
     def get_config(self):
         config = super().get_config()
         config.update(
             vocabulary_size=self.vocabulary_size,
             head_mlp_layers=self.head_mlp_layers,
             ignore_ids=self.ignore_ids,
+            normalize_images=self.normalize_images,
         )
         return config
 
