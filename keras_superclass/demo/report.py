@@ -97,6 +97,7 @@ def plot_prediction_grid(model, tokenizer, shard_dir, path, count=12):
     import matplotlib.pyplot as plt
 
     from keras_superclass.data import image_text_dataset
+
     image_size = model.backbone.input_shape[1]
     # One pass over uint8 images: shown as they are, prepared to predict.
     dataset = image_text_dataset(
