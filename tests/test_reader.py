@@ -155,6 +155,44 @@ def test_eval_transform_matches_torchvision_on_pil():
     assert np.abs(ours - reference).mean() < 1.5
 
 
+def test_pil_resize_equals_torchvision_on_pil_exactly():
+    # torchvision's RandomResizedCrop on a PIL image is `img.crop(box)` then
+    # PIL's bicubic resize; "pil" reproduces it bit for bit (torch itself
+    # cannot load after TensorFlow in this process).
+    pixels = gradient_image(90, 120, seed=3)
+    seed = tf.constant([5, 9], tf.int64)
+    ours = transforms.random_resized_crop(
+        tf.constant(pixels), 64, seed, scale=(0.4, 1.0)
+    ).numpy()
+    top, left, h, w = (
+        int(v) for v in transforms.random_crop_box(90, 120, seed, (0.4, 1.0))
+    )
+    crop = Image.fromarray(pixels).crop((left, top, left + w, top + h))
+    reference = np.asarray(crop.resize((64, 64), Image.BICUBIC))
+    assert ours.dtype == np.uint8
+    np.testing.assert_array_equal(ours, reference)
+
+    # The graph-only methods: antialias stays close, fast aliases when
+    # shrinking 3x (what antialiasing is for).
+    big = gradient_image(192, 192, seed=4)
+    exact = np.asarray(
+        Image.fromarray(big).resize((64, 64), Image.BICUBIC), np.float32
+    )
+    for method, mean_limit in (("antialias", 0.5), ("fast", None)):
+        out = transforms.resize_bicubic(tf.constant(big), (64, 64), method)
+        error = np.abs(out.numpy().astype(np.float32) - exact).mean()
+        if mean_limit is not None:
+            assert error < mean_limit, method
+        else:
+            assert error > 1.0, method
+    with pytest.raises(ValueError, match="resize method"):
+        transforms.resize_bicubic(tf.constant(big), (64, 64), "lanczos")
+    with pytest.raises(ValueError, match="resize_method"):
+        image_text_dataset(
+            [os.devnull], 1, resize_method="nearest", training=False
+        )
+
+
 def test_deterministic_batches(tmp_path):
     for s in range(2):
         write_raw_shard(
@@ -291,6 +329,117 @@ def test_corrupt_records_are_skipped_and_counted(tmp_path):
     assert ds.corrupt_records.total == 0
     with pytest.raises(ValueError, match="CorruptRecordCounter"):
         CorruptRecordReport(object())
+
+
+def test_damaged_shards_and_failures_at_the_end_are_counted(tmp_path):
+    good = encode(gradient_image(16, 16))
+    # The last record of the stream does not decode: the end marker must
+    # still count it.
+    write_raw_shard(
+        tmp_path / "a.tfrecord",
+        [(good, b"first"), (good, b"second"), (b"not an image", b"last")],
+    )
+    # A flipped byte in the 3rd of 5 records: a checksum error.
+    write_raw_shard(
+        tmp_path / "b.tfrecord",
+        [(good, f"flipped file {i}".encode()) for i in range(5)],
+    )
+    data = bytearray((tmp_path / "b.tfrecord").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "b.tfrecord").write_bytes(bytes(data))
+
+    ds = image_text_dataset(
+        str(tmp_path),
+        1,
+        image_size=8,
+        training=False,
+        deterministic=True,
+        seed=0,
+        cycle_length=1,
+    )
+    captions = [c.numpy()[0].decode() for _, c in ds]
+    assert captions == [
+        "first",
+        "second",
+        "flipped file 0",
+        "flipped file 1",
+    ]
+    assert ds.corrupt_records.counts() == {
+        "corrupt_shard": 1,
+        "undecodable_image": 1,
+    }
+
+
+def test_batched_label_fn_equals_per_caption_labels(tmp_path):
+    from keras_superclass.data.labels import make_label_fn as real_label_fn
+    from keras_superclass.data.tokenizers import get_tokenizer
+
+    texts = [f"a red circle and {i} blue stars" for i in range(5)]
+    write_raw_shard(
+        tmp_path / "a.tfrecord",
+        [
+            (encode(gradient_image(8, 8, seed=i)), t.encode())
+            for i, t in enumerate(texts)
+        ],
+    )
+    tokenizer = get_tokenizer("clip")
+    label_fn = real_label_fn(tokenizer, max_labels=8)
+    assert label_fn.batched
+    calls = []
+
+    def spy(captions):  # Records the shape it is called with.
+        calls.append(captions.shape.rank)
+        return label_fn(captions)
+
+    spy.batched = True
+    ds = image_text_dataset(
+        str(tmp_path),
+        2,
+        image_size=8,
+        training=False,
+        label_fn=spy,
+        drop_remainder=False,
+    )
+    labels = np.concatenate([ids.numpy() for _, ids in ds])
+    assert set(calls) == {1}  # Traced on (B,) captions, never scalars.
+    expected = np.stack([label_fn(tf.constant(t)).numpy() for t in texts])
+    np.testing.assert_array_equal(labels, expected)
+
+
+def test_exit_does_not_hang_while_the_pipeline_runs(tmp_path):
+    # A Python call (PIL resize) still running when the interpreter exits
+    # used to deadlock the exit; the script stops reading mid-stream.
+    import subprocess
+    import sys
+
+    write_raw_shard(
+        tmp_path / "a.tfrecord",
+        [
+            (encode(gradient_image(96, 128, seed=i), "JPEG"), b"a caption")
+            for i in range(64)
+        ],
+    )
+    script = (
+        "from keras_superclass.data.reader import image_text_dataset\n"
+        f"ds = image_text_dataset({str(tmp_path)!r}, 4, image_size=64, "
+        "repeat=True, shuffle_buffer=16)\n"
+        "it = iter(ds)\n"
+        "for _ in range(3):\n"
+        "    next(it)\n"
+        "print('read', flush=True)\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL="3")
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "read" in done.stdout
 
 
 def test_per_process_file_sharding(tmp_path):

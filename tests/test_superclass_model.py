@@ -271,3 +271,41 @@ def test_architecture_presets_build_with_overrides():
     assert model.vocabulary_size == 100
     assert model.backbone.num_layers == 1
     assert model.predict(images(1, 64), verbose=0).shape == (1, 100)
+
+
+def test_on_device_normalisation_equals_host_normalisation(tmp_path):
+    from keras_superclass.data import transforms
+    from keras_superclass.layers import ImageNormalization
+
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, (3, 32, 32, 3)).astype("uint8")
+    host = transforms.normalize(tf.constant(pixels)).numpy()
+    device = ops.convert_to_numpy(ImageNormalization()(pixels))
+    np.testing.assert_allclose(device, host, atol=1e-5)
+
+    keras.utils.set_random_seed(0)
+    plain = tiny_task()
+    keras.utils.set_random_seed(0)
+    on_device = tiny_task(normalize_images=True)
+    on_device.set_weights(plain.get_weights())
+    np.testing.assert_allclose(
+        on_device.predict(pixels, verbose=0),
+        plain.predict(host, verbose=0),
+        atol=1e-4,
+    )
+    np.testing.assert_allclose(
+        on_device.prepare_images(pixels), pixels.astype("float32")
+    )
+    np.testing.assert_allclose(plain.prepare_images(pixels), host, atol=1e-5)
+
+    # The flag is part of the config and survives a preset round trip.
+    on_device.save_to_preset(str(tmp_path))
+    loaded = SuperClassClassifier.from_preset(str(tmp_path))
+    assert loaded.normalize_images
+    np.testing.assert_allclose(
+        loaded.predict(pixels, verbose=0),
+        on_device.predict(pixels, verbose=0),
+        atol=1e-5,
+    )
+    with pytest.raises(ValueError, match="one value per channel"):
+        ImageNormalization(mean=(0.5,), std=(0.2, 0.2, 0.2))

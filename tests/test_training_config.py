@@ -87,6 +87,8 @@ def test_malformed_configs(tmp_path):
             "demo_tiny",
             overrides=["training.micro_batch_size=48"],
         )
+    with pytest.raises(ConfigError, match="resize_method.*'pil'"):
+        load_config("demo_tiny", overrides=["data.resize_method=bilinear"])
 
 
 def tiny_model(hidden_dim=32):
