@@ -218,6 +218,26 @@ def test_deterministic_batches(tmp_path):
         )
         return [(i.numpy(), c.numpy()) for i, c in ds]
 
+    # A repeated stream: every iterator of the dataset gives the same
+    # batches (Keras may open a second iterator after peeking at the
+    # first), while each pass over the data is shuffled anew.
+    endless = image_text_dataset(
+        str(tmp_path),
+        4,
+        image_size=24,
+        seed=3,
+        deterministic=True,
+        shuffle_buffer=8,
+        repeat=True,
+    )
+    streams = [
+        [c.numpy().tolist() for _, c in endless.take(9)] for _ in range(2)
+    ]
+    assert streams[0] == streams[1]
+    passes = [sum(streams[0][i : i + 3], []) for i in (0, 3, 6)]
+    assert all(sorted(p) == sorted(passes[0]) for p in passes)
+    assert len({tuple(p) for p in passes}) > 1
+
     first, second, other = run(3), run(3), run(4)
     assert len(first) == 3
     for (a, ca), (b, cb) in zip(first, second):

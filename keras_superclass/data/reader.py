@@ -282,6 +282,41 @@ def _file_records(files, counter, training, seed, cycle_length, deterministic):
     )
 
 
+def _record_stream(
+    files,
+    counter,
+    training,
+    seed,
+    shuffle_buffer,
+    cycle_length,
+    deterministic,
+    repeat,
+):
+    """Serialised records: files and records shuffled when training, one
+    pass or (`repeat`) passes forever, each pass shuffled anew.
+
+    A repeated stream is built inside `flat_map`, so each iterator gets
+    fresh shuffle state and every iterator of the dataset gives the same
+    stream (a dataset's own shuffle state runs on across iterators, and
+    Keras makes a second iterator after peeking at the first batch on some
+    backends: a resumed run would see other data than an uninterrupted one).
+    """
+
+    def stream(_=None):
+        records = _file_records(
+            files, counter, training, seed, cycle_length, deterministic
+        )
+        if training and shuffle_buffer:
+            records = records.shuffle(
+                shuffle_buffer, seed=seed, reshuffle_each_iteration=True
+            )
+        return records.repeat() if repeat else records
+
+    if not repeat:
+        return stream()
+    return tf.data.Dataset.range(1).flat_map(stream)
+
+
 def _caption_code(caption):
     valid = tf.equal(
         tf.strings.unicode_transcode(
@@ -308,7 +343,7 @@ def _image_pipeline(
     counter,
     deterministic,
     resize_method="pil",
-    repeat=False,
+    endless=False,
     skip_records=0,
 ):
     """Decodes + transforms records into `(image, payload)`; bad records
@@ -358,9 +393,7 @@ def _image_pipeline(
     # Each record is tagged `(is_end, record)`; a finite stream ends with a
     # marker so failures among its last records are counted too.
     records = records.map(lambda *r: (False, r[0] if len(r) == 1 else r))
-    if repeat:
-        records = records.repeat()
-    else:
+    if not endless:
         end = tf.nest.map_structure(
             lambda s: tf.zeros(s.shape, s.dtype), records.element_spec[1]
         )
@@ -570,13 +603,16 @@ def image_text_dataset(
     counter = counter or CorruptRecordCounter()
     label_fn = _resolve_label_fn(label_fn, tokenizer, max_labels)
 
-    records = _file_records(
-        files, counter, training, seed, cycle_length, deterministic
+    records = _record_stream(
+        files,
+        counter,
+        training,
+        seed,
+        shuffle_buffer,
+        cycle_length,
+        deterministic,
+        repeat,
     )
-    if training and shuffle_buffer:
-        records = records.shuffle(
-            shuffle_buffer, seed=seed, reshuffle_each_iteration=True
-        )
 
     def load(serialized):
         parsed = tf.io.parse_single_example(
@@ -621,7 +657,7 @@ def image_text_dataset(
         counter,
         deterministic,
         resize_method=resize_method,
-        repeat=repeat,
+        endless=repeat,
         skip_records=int(skip_batches) * int(batch_size),
     )
     batched = getattr(label_fn, "batched", False)
@@ -756,13 +792,16 @@ def labelled_image_dataset(
     else:
         files = _shard_files(list_shards(path), process_index, process_count)
         class_names = _manifest_class_names(files, label_feature)
-        records = _file_records(
-            files, counter, training, seed, 8, deterministic
+        records = _record_stream(
+            files,
+            counter,
+            training,
+            seed,
+            shuffle_buffer,
+            8,
+            deterministic,
+            repeat=False,
         )
-        if training and shuffle_buffer:
-            records = records.shuffle(
-                shuffle_buffer, seed=seed, reshuffle_each_iteration=True
-            )
         spec = {
             schema.IMAGE: tf.io.FixedLenFeature([], tf.string),
             label_feature: tf.io.VarLenFeature(tf.int64),
