@@ -25,13 +25,10 @@ from keras_superclass.data import transforms
 
 AUTOTUNE = tf.data.AUTOTUNE
 
-# Reason codes used inside the graph; 0 means the record is fine.
-_CODES = (
-    schema.UNDECODABLE_IMAGE,
-    schema.EMPTY_CAPTION,
-    schema.INVALID_UTF8_CAPTION,
-)
-_UNDECODABLE = 1
+# Reason codes of bad captions inside the graph (0: the record is fine).
+# Undecodable images raise instead and are counted from gaps in the record
+# numbering (see `_image_pipeline`).
+_CODES = {2: schema.EMPTY_CAPTION, 3: schema.INVALID_UTF8_CAPTION}
 _EMPTY = 2
 _INVALID_UTF8 = 3
 
@@ -76,7 +73,7 @@ class CorruptRecordCounter:
             self._counts = {}
 
     def _add_code(self, code):
-        self.add(_CODES[int(code) - 1])
+        self.add(_CODES[int(code)])
         return code
 
     def __repr__(self):
