@@ -25,6 +25,7 @@ import math
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 from keras_superclass.data import python_ops
 from keras_superclass.layers.image_normalization import OPENAI_MEAN
@@ -96,8 +97,6 @@ RESIZE_METHODS = ("pil", "antialias", "fast")
 
 
 def _pil_bicubic(pixels, size_hw):
-    from PIL import Image
-
     height, width = (int(v) for v in size_hw)
     image = Image.fromarray(pixels)
     return np.asarray(image.resize((width, height), Image.BICUBIC))

@@ -178,7 +178,9 @@ def _check_types(config, source):
             f"'model.task' in {source} must be 'superclass' or 'catlip', "
             f"got {config['model']['task']!r}."
         )
-    methods = ("pil", "antialias", "fast")
+    # Imported here: the rest of the config module needs no TensorFlow.
+    from keras_superclass.data.transforms import RESIZE_METHODS as methods
+
     if config["data"]["resize_method"] not in methods:
         raise ConfigError(
             f"'data.resize_method' in {source} must be one of {methods}, "
