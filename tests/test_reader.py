@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from keras_superclass.data import reader
 from keras_superclass.data import schema
 from keras_superclass.data import transforms
 from keras_superclass.data.corrupt import truncate_file
@@ -351,7 +352,14 @@ def test_corrupt_records_are_skipped_and_counted(tmp_path):
         CorruptRecordReport(object())
 
 
-def test_damaged_shards_and_failures_at_the_end_are_counted(tmp_path):
+@pytest.mark.parametrize("block", [2, None])
+def test_damaged_shards_and_failures_at_the_end_are_counted(
+    tmp_path, monkeypatch, block
+):
+    # The reader accounts for a file's bytes in blocks of records; block 2
+    # puts the damage in a later block than the first.
+    if block:
+        monkeypatch.setattr(reader, "_ACCOUNTING_BLOCK", block)
     good = encode(gradient_image(16, 16))
     # The last record of the stream does not decode: the end marker must
     # still count it.
