@@ -25,12 +25,17 @@ from keras_superclass.data import transforms
 
 AUTOTUNE = tf.data.AUTOTUNE
 
-# Reason codes of bad captions inside the graph (0: the record is fine).
-# Undecodable images raise instead and are counted from gaps in the record
-# numbering (see `_image_pipeline`).
-_CODES = {2: schema.EMPTY_CAPTION, 3: schema.INVALID_UTF8_CAPTION}
+# Reason codes inside the graph: 0 the record is fine, > 0 a bad caption,
+# `_END` the end-of-stream marker (never counted). Undecodable images raise
+# instead and are counted from gaps in the record numbering (see
+# `_image_pipeline`).
 _EMPTY = 2
 _INVALID_UTF8 = 3
+_END = -1
+_CODES = {
+    _EMPTY: schema.EMPTY_CAPTION,
+    _INVALID_UTF8: schema.INVALID_UTF8_CAPTION,
+}
 
 
 class CorruptRecordCounter:
@@ -209,7 +214,6 @@ def _record_iterator(path):
 # TFRecord framing: 8-byte length, 4-byte length CRC, data, 4-byte data CRC.
 _RECORD_OVERHEAD = 16
 _ACCOUNTING_BLOCK = 64  # Records per block of the byte accounting.
-_END = -1  # Reason code of the end-of-stream marker (never counted).
 
 
 def _damage_reason(path):

@@ -2,7 +2,7 @@
 
 import keras
 
-# OpenAI CLIP statistics (as `keras_superclass.data.transforms`).
+# OpenAI CLIP statistics; `keras_superclass.data.transforms` uses them too.
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
