@@ -4,12 +4,16 @@ import importlib.util
 import json
 import os
 import random
+import subprocess
+import sys
+import textwrap
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import keras_superclass
 from keras_superclass.data.tokenizers import CLIPTokenizer
 from keras_superclass.data.tokenizers import SentencePieceTokenizer
 from keras_superclass.data.tokenizers import WordPieceTokenizer
@@ -17,7 +21,19 @@ from keras_superclass.data.tokenizers import WordTokenizer
 from keras_superclass.data.tokenizers import get_tokenizer
 from keras_superclass.data.tokenizers import load_tokenizer
 from keras_superclass.data.tokenizers import train_tokenizer
+from keras_superclass.data.tokenizers.clip_tokenizer import BPE_FILENAME
 from keras_superclass.data.tokenizers.clip_tokenizer import clean_caption
+from keras_superclass.data.tokenizers.clip_tokenizer import default_bpe_path
+
+
+def _open_clip_file(name):
+    """Path of `name` inside the installed `open_clip` (found, not imported),
+    or `None` without open_clip_torch."""
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(spec.submodule_search_locations[0], name)
+    return path if os.path.exists(path) else None
 
 
 def _reference_tokenizer_module():
@@ -27,10 +43,9 @@ def _reference_tokenizer_module():
     when TensorFlow is already loaded; its tokenizer module only needs
     torch, ftfy and regex.
     """
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or not spec.submodule_search_locations:
+    path = _open_clip_file("tokenizer.py")
+    if path is None:
         pytest.skip("open_clip_torch (the reference) is not installed")
-    path = os.path.join(spec.submodule_search_locations[0], "tokenizer.py")
     module_spec = importlib.util.spec_from_file_location(
         "_open_clip_reference_tokenizer", path
     )
@@ -227,6 +242,83 @@ def test_clip_save_load_preset(tmp_path, clip):
         loaded.tokenize(caption).numpy(), clip.tokenize(caption).numpy()
     )
     assert load_tokenizer("clip").sequence_length == 77
+
+
+# Runs in a fresh interpreter in which `open_clip` can be neither imported
+# nor found, then prints the ids of the captions in argv as JSON.
+_NO_OPEN_CLIP_SCRIPT = textwrap.dedent(
+    """
+    import importlib.abc
+    import json
+    import sys
+
+
+    class BlockOpenClip(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "open_clip":
+                raise ModuleNotFoundError(f"{name} is blocked", name=name)
+            return None
+
+
+    sys.meta_path.insert(0, BlockOpenClip())
+    try:
+        import open_clip  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("open_clip is importable")
+
+    from keras_superclass.data.tokenizers import get_tokenizer
+    from keras_superclass.data.tokenizers.clip_tokenizer import (
+        default_bpe_path,
+    )
+
+    tokenizer = get_tokenizer("clip", sequence_length=None)
+    ids = tokenizer.tokenize(sys.argv[1:]).to_list()
+    print(json.dumps({"path": default_bpe_path(), "ids": ids}))
+    """
+)
+
+
+def test_clip_works_without_open_clip():
+    captions = ["A photo of a cat.", "a dog", "Café & 東京 at night!", ""]
+    root = os.path.dirname(os.path.dirname(keras_superclass.__file__))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (root, env.get("PYTHONPATH")) if p
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", _NO_OPEN_CLIP_SCRIPT, *captions],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    package = os.path.dirname(keras_superclass.__file__)
+    assert out["path"].startswith(package)
+    ids = out["ids"]
+    # Facts of the reference: SOT/EOT and the ids of simple words.
+    assert ids[0] == [49406, 320, 1125, 539, 320, 2368, 269, 49407]
+    assert ids[1] == [49406, 320, 1929, 49407]
+    assert ids[3] == [49406, 49407]
+    assert all(r[0] == 49406 and r[-1] == 49407 for r in ids)
+    if _open_clip_file("tokenizer.py") is not None:
+        reference = _reference_tokenizer_module().SimpleTokenizer()
+        for caption, row in zip(captions, ids):
+            assert row == [49406, *reference.encode(caption), 49407]
+
+
+def test_packaged_bpe_file_equals_open_clip_copy():
+    assert default_bpe_path().startswith(
+        os.path.dirname(keras_superclass.__file__)
+    )
+    theirs = _open_clip_file(BPE_FILENAME)
+    if theirs is None:
+        pytest.skip("open_clip_torch is not installed: nothing to compare")
+    with open(default_bpe_path(), "rb") as f, open(theirs, "rb") as g:
+        assert f.read() == g.read()
 
 
 def test_clip_missing_vocabulary_is_a_clear_error(tmp_path):

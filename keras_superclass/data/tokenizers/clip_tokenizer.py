@@ -10,10 +10,12 @@ cost is a few tens of microseconds. Batched input is tokenized in one Python
 call, which amortises the graph-to-Python hop.
 """
 
+import atexit
+import contextlib
 import functools
 import gzip
 import html
-import importlib.util
+import importlib.resources
 import os
 import shutil
 
@@ -35,22 +37,28 @@ NUM_MERGES = 49152 - 256 - 2
 VOCABULARY_SIZE = 49408
 
 
+@functools.lru_cache(maxsize=1)
 def default_bpe_path():
-    """Path of OpenCLIP's BPE file inside the installed `open_clip` package.
+    """Path of the BPE vocabulary shipped in this package's `assets/`.
 
-    Found without importing `open_clip` (which would import torch).
+    The file is OpenAI CLIP's (MIT licence, see the LICENSE file next to
+    it), byte for byte the copy OpenCLIP ships.
     """
-    spec = importlib.util.find_spec("open_clip")
-    if spec is not None and spec.submodule_search_locations:
-        for folder in spec.submodule_search_locations:
-            path = os.path.join(folder, BPE_FILENAME)
-            if os.path.exists(path):
-                return path
-    raise FileNotFoundError(
-        f"The CLIP BPE vocabulary ({BPE_FILENAME}) was not found: install "
-        f"`open_clip_torch` (it ships the file), or pass "
-        f"`vocabulary=PATH_TO/{BPE_FILENAME}`."
+    resource = importlib.resources.files(__package__).joinpath(
+        "assets", BPE_FILENAME
     )
+    if not resource.is_file():
+        raise FileNotFoundError(
+            f"The packaged CLIP BPE vocabulary ({BPE_FILENAME}) is missing "
+            f"from this keras-superclass install: reinstall the package, or "
+            f"pass `vocabulary=PATH_TO/{BPE_FILENAME}`."
+        )
+    if isinstance(resource, os.PathLike):
+        return os.fspath(resource)
+    # A zipped install: extract once, removed at interpreter exit.
+    stack = contextlib.ExitStack()
+    atexit.register(stack.close)
+    return os.fspath(stack.enter_context(importlib.resources.as_file(resource)))
 
 
 @functools.lru_cache
@@ -207,9 +215,9 @@ class CLIPTokenizer(keras_hub.tokenizers.Tokenizer):
     to `sequence_length` (77); longer captions are truncated with EOT kept
     in the last slot. Works eagerly and inside `tf.data` on every backend.
 
-    The vocabulary file is not part of this package: it is read from the
-    installed `open_clip` package, or from `vocabulary=PATH`, and
-    `save_to_preset()` copies it into the preset's assets.
+    The vocabulary file ships with this package (OpenAI's MIT-licensed
+    `bpe_simple_vocab_16e6.txt.gz`); `vocabulary=PATH` reads another copy,
+    and `save_to_preset()` copies the file into the preset's assets.
 
     Note: id 0 is both the padding value and the BPE token "!" (a quirk of
     the reference); `special_token_ids` lists 0 with SOT and EOT so labels
@@ -218,7 +226,7 @@ class CLIPTokenizer(keras_hub.tokenizers.Tokenizer):
 
     Args:
         vocabulary: path of `bpe_simple_vocab_16e6.txt.gz`; `None` uses the
-            copy in the installed `open_clip` package.
+            copy shipped with this package.
         sequence_length: output length, or `None` for unpadded (ragged) ids.
         cache_size: size of the pre-token cache.
 
