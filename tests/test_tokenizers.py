@@ -1,9 +1,11 @@
 """Caption tokenizers: CLIP parity with OpenCLIP, training, saving."""
 
+import argparse
 import importlib.util
 import json
 import os
 import random
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -14,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 import keras_superclass
+from keras_superclass.cli import vocab as vocab_cli
 from keras_superclass.data.tokenizers import CLIPTokenizer
 from keras_superclass.data.tokenizers import SentencePieceTokenizer
 from keras_superclass.data.tokenizers import WordPieceTokenizer
@@ -411,6 +414,40 @@ def test_word_tokenizer_semantics():
     ]
     with pytest.raises(ValueError, match=r"must start with"):
         WordTokenizer(["a", "b"])
+
+
+@pytest.mark.parametrize(
+    "kind, argument",
+    [
+        ("word", "vocabulary"),
+        ("wordpiece", "vocabulary"),
+        ("sentencepiece", "proto"),
+    ],
+)
+def test_missing_vocabulary_error_names_python_and_cli_routes(kind, argument):
+    tokenizer = get_tokenizer(kind)
+    name = type(tokenizer).__name__
+    command = (
+        f"keras-superclass vocab --kind {kind} --captions "
+        f"'shards/*.tfrecord' --out tok/"
+    )
+    calls = (lambda: tokenizer.tokenize("a cat"), tokenizer.vocabulary_size)
+    for call in calls:
+        with pytest.raises(ValueError) as info:
+            call()
+        message = str(info.value)
+        assert message.startswith(f"{name} has no vocabulary")
+        assert f"`{argument}=`" in message
+        assert command in message and "data.tokenizer=tok/" in message
+    # The command in the message is one the CLI accepts.
+    parser = argparse.ArgumentParser()
+    vocab_cli.add_parser(parser.add_subparsers())
+    args = parser.parse_args(shlex.split(command)[1:])
+    assert (args.kind, args.captions, args.out) == (
+        kind,
+        "shards/*.tfrecord",
+        "tok/",
+    )
 
 
 def test_factory_errors():

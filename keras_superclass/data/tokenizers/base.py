@@ -12,6 +12,26 @@ TOKENIZER_CONFIG_FILE = "tokenizer.json"
 TOKENIZER_ASSET_DIR = os.path.join("assets", "tokenizer")
 
 
+def missing_vocabulary_error(tokenizer, argument):
+    """The error for a trainable tokenizer used before it has a vocabulary.
+
+    Command-line users read it too, so it names both the Python argument and
+    the `keras-superclass vocab` + `data.tokenizer` route.
+
+    Args:
+        tokenizer: the tokenizer (its class name and `kind` are used).
+        argument: the constructor argument that takes the vocabulary.
+    """
+    name = type(tokenizer).__name__
+    return ValueError(
+        f"{name} has no vocabulary: in Python pass `{argument}=` or learn "
+        f"one with `{name}.train(captions)`; on the command line learn one "
+        f"with `keras-superclass vocab --kind {tokenizer.kind} --captions "
+        f"'shards/*.tfrecord' --out tok/` and use it with the config key "
+        f"`data.tokenizer=tok/`."
+    )
+
+
 def as_string_tensor(inputs):
     """`inputs` (str, bytes, list, NumPy or tf) as a `tf.string` tensor."""
     if isinstance(inputs, tf.Tensor | tf.RaggedTensor):

@@ -3,6 +3,8 @@
 import keras
 import keras_hub
 
+from keras_superclass.data.tokenizers.base import missing_vocabulary_error
+
 
 @keras.saving.register_keras_serializable(package="keras_superclass")
 class SentencePieceTokenizer(keras_hub.tokenizers.SentencePieceTokenizer):
@@ -55,6 +57,10 @@ class SentencePieceTokenizer(keras_hub.tokenizers.SentencePieceTokenizer):
                 f"use a smaller `vocabulary_size`."
             ) from error
         return cls(proto=proto, **kwargs)
+
+    def _check_vocabulary(self):
+        if self.proto is None:
+            raise missing_vocabulary_error(self, "proto")
 
     @property
     def special_token_ids(self):

@@ -8,6 +8,7 @@ import keras_hub
 import tensorflow as tf
 
 from keras_superclass.data.tokenizers.base import as_string_tensor
+from keras_superclass.data.tokenizers.base import missing_vocabulary_error
 
 VOCAB_FILENAME = "vocabulary.txt"
 PAD_TOKEN = "[PAD]"
@@ -123,10 +124,7 @@ class WordTokenizer(keras_hub.tokenizers.Tokenizer):
 
     def _check_vocabulary(self):
         if self.vocabulary is None:
-            raise ValueError(
-                "WordTokenizer has no vocabulary: pass `vocabulary=` or "
-                "build one with `WordTokenizer.train(captions)`."
-            )
+            raise missing_vocabulary_error(self, "vocabulary")
 
     def get_vocabulary(self):
         self._check_vocabulary()

@@ -3,6 +3,8 @@
 import keras
 import keras_hub
 
+from keras_superclass.data.tokenizers.base import missing_vocabulary_error
+
 PAD_TOKEN = "[PAD]"
 OOV_TOKEN = "[UNK]"
 RESERVED_TOKENS = (PAD_TOKEN, OOV_TOKEN)
@@ -75,6 +77,10 @@ class WordPieceTokenizer(keras_hub.tokenizers.WordPieceTokenizer):
                 "empty."
             )
         return cls(vocabulary=vocabulary, lowercase=lowercase, **kwargs)
+
+    def _check_vocabulary(self):
+        if self.vocabulary is None:
+            raise missing_vocabulary_error(self, "vocabulary")
 
     @property
     def pad_token_id(self):
