@@ -1,4 +1,10 @@
-"""A lowercase word-level tokenizer (the paper's word-vocabulary ablation)."""
+"""A lowercase word-level tokenizer (the paper's word-vocabulary ablation).
+
+Not built on `keras.layers.TextVectorization` (Keras 3.15): on jax/torch it
+refuses `ragged=True` and a callable `standardize` fails inside `tf.data`,
+but this tokenizer returns ragged ids on every backend. Nor is it faster
+(batches of 256 in `tf.data`, 2 CPUs: 88-102k captions/s vs 94-123k here).
+"""
 
 import collections
 import os
