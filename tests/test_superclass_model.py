@@ -274,14 +274,20 @@ def test_architecture_presets_build_with_overrides():
 
 
 def test_on_device_normalisation_equals_host_normalisation(tmp_path):
-    from keras_superclass.data import transforms
     from keras_superclass.layers import ImageNormalization
+    from keras_superclass.layers import SuperClassImageConverter
+    from keras_superclass.layers.image_normalization import OPENAI_MEAN
+    from keras_superclass.layers.image_normalization import OPENAI_STD
 
     rng = np.random.default_rng(1)
     pixels = rng.integers(0, 256, (3, 32, 32, 3)).astype("uint8")
-    host = transforms.normalize(tf.constant(pixels)).numpy()
+    expected = (pixels / 255.0 - np.array(OPENAI_MEAN)) / np.array(OPENAI_STD)
     device = ops.convert_to_numpy(ImageNormalization()(pixels))
-    np.testing.assert_allclose(device, host, atol=1e-5)
+    np.testing.assert_allclose(device, expected, atol=1e-5)
+    # Inside tf.data (the host path) the same layer gives the same numbers.
+    batches = tf.data.Dataset.from_tensors(pixels).map(ImageNormalization())
+    host = next(iter(batches)).numpy()
+    np.testing.assert_allclose(host, expected, atol=1e-5)
 
     keras.utils.set_random_seed(0)
     plain = tiny_task()
@@ -293,10 +299,13 @@ def test_on_device_normalisation_equals_host_normalisation(tmp_path):
         plain.predict(host, verbose=0),
         atol=1e-4,
     )
-    np.testing.assert_allclose(
-        on_device.prepare_images(pixels), pixels.astype("float32")
-    )
-    np.testing.assert_allclose(plain.prepare_images(pixels), host, atol=1e-5)
+    # The converter normalises only for tasks that do not do it themselves,
+    # and a second application changes nothing.
+    for normalize, want in ((False, pixels), (True, expected)):
+        converter = SuperClassImageConverter(32, normalize=normalize)
+        once = ops.convert_to_numpy(converter(pixels))
+        np.testing.assert_allclose(once, want, atol=1e-5)
+        np.testing.assert_allclose(ops.convert_to_numpy(converter(once)), once)
 
     # The flag is part of the config and survives a preset round trip.
     on_device.save_to_preset(str(tmp_path))

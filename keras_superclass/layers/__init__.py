@@ -1,4 +1,5 @@
 from keras_superclass.layers.idf_statistics import IDFStatistics
+from keras_superclass.layers.image_converter import SuperClassImageConverter
 from keras_superclass.layers.image_normalization import ImageNormalization
 from keras_superclass.layers.token_head import ResidualMLPBlock
 from keras_superclass.layers.token_head import TokenHead

@@ -1,16 +1,19 @@
 """CRU-Net image classifier: backbone + linear head."""
 
 import keras
-from keras_hub.models import Task
 
+from keras_superclass.layers.image_converter import SuperClassImageConverter
 from keras_superclass.models.crunet.crunet_backbone import CRUNetBackbone
+from keras_superclass.models.crunet.crunet_image_classifier_preprocessor import (  # noqa: E501
+    CRUNetImageClassifierPreprocessor,
+)
 from keras_superclass.models.crunet.crunet_presets import backbone_presets
-from keras_superclass.utils.presets import build_task_from_preset
-from keras_superclass.utils.presets import resolve_preset
+from keras_superclass.models.multilabel_classifier import PresetTask
+from keras_superclass.models.multilabel_classifier import backbone_image_size
 
 
 @keras.saving.register_keras_serializable(package="keras_superclass")
-class CRUNetImageClassifier(Task):
+class CRUNetImageClassifier(PresetTask):
     """Image classifier: `CRUNetBackbone` -> `Dense(num_classes)`.
 
     The head is a fully connected layer with bias on the backbone's
@@ -22,17 +25,25 @@ class CRUNetImageClassifier(Task):
             works).
         num_classes: classes of the head.
         activation: activation of the head; `None` gives logits.
-        preprocessor: optional preprocessing layer.
+        preprocessor: a `CRUNetImageClassifierPreprocessor` (raw images
+            -> normalised inputs), or `None`.
         compile: compile with the defaults of `compile()` on construction.
 
     Example:
-    >>> model = CRUNetImageClassifier.from_preset("crunet56", num_classes=1000)
-    >>> model.predict(keras.ops.zeros((1, 224, 224, 3))).shape
-    (1, 1000)
+    >>> model = CRUNetImageClassifier.from_preset(
+    ...     "crunet_tiny", num_classes=10, image_shape=(32, 32, 3)
+    ... )
+    >>> images = np.random.randint(0, 256, (2, 40, 48, 3), "uint8")
+    >>> model.predict(images, verbose=0).shape
+    (2, 10)
     """
 
     backbone_cls = CRUNetBackbone
+    preprocessor_cls = CRUNetImageClassifierPreprocessor
     architecture_presets = backbone_presets
+    task_arguments = ("num_classes", "activation")
+    head_arguments = ("num_classes", "activation")
+    preprocessor_arguments = ("resize_method",)
 
     def __init__(
         self,
@@ -121,24 +132,10 @@ class CRUNetImageClassifier(Task):
         return config
 
     @classmethod
-    def from_preset(cls, preset, load_weights=True, **kwargs):
-        """Builds an architecture preset or loads a preset directory.
-
-        Args:
-            preset: a name from `architecture_presets` (random init) or a
-                directory written by `save_to_preset`.
-            load_weights: load weights from a preset directory.
-            **kwargs: task arguments (`num_classes`, `activation`, ...) and
-                backbone config overrides (`image_shape`, `share`, ...).
-
-        Example:
-        >>> model = CRUNetImageClassifier.from_preset(
-        ...     "crunet_tiny", num_classes=10
-        ... )
-        """
-        config = resolve_preset(preset, cls.architecture_presets, cls)
-        if config is None:
-            return super().from_preset(preset, load_weights, **kwargs)
-        return build_task_from_preset(
-            cls, config, kwargs, ("num_classes", "activation")
+    def default_preprocessor(cls, backbone, task_kwargs, options):
+        converter = SuperClassImageConverter(
+            image_size=backbone_image_size(backbone),
+            resize_method=options.get("resize_method", "pil"),
+            normalize=True,
         )
+        return CRUNetImageClassifierPreprocessor(converter)

@@ -1,0 +1,185 @@
+"""The one image-preparation path: raw pixels -> what a task takes."""
+
+import keras
+import keras_hub
+import numpy as np
+import tensorflow as tf
+
+from keras_superclass.data import transforms
+from keras_superclass.layers.image_normalization import OPENAI_MEAN
+from keras_superclass.layers.image_normalization import OPENAI_STD
+from keras_superclass.layers.image_normalization import ImageNormalization
+
+# keras-hub `ImageConverter` arguments this converter sets itself.
+_DERIVED = (
+    "scale",
+    "offset",
+    "crop_to_aspect_ratio",
+    "pad_to_aspect_ratio",
+    "interpolation",
+    "antialias",
+    "bounding_box_format",
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_superclass")
+class SuperClassImageConverter(keras_hub.layers.ImageConverter):
+    """Resizes, crops and (optionally) normalises images for a task.
+
+    Every path that prepares images (training and evaluation readers,
+    `predict`, `probe`, the demo) goes through this layer, so a task's
+    preset carries exactly how its images were prepared.
+
+    - Evaluation (`call`, `crop(training=False)`): the shorter side is
+      resized to `image_size` with a bicubic filter, then centre-cropped.
+    - Training (`crop(training=True)`, used per record by the readers):
+      torchvision's `RandomResizedCrop` (scale (0.9, 1), ratio (3/4, 4/3),
+      bicubic), optionally the strong augmentation.
+    - `resize_method`: `"pil"` (PIL's antialiased bicubic: the reference's
+      pixels exactly), `"antialias"` (TensorFlow ops only) or `"fast"`
+      (TensorFlow bicubic without antialiasing).
+    - `normalize`: apply the OpenAI mean/std here (float32 output). With
+      `False` (the default of the tasks, which normalise on the device)
+      the output stays uint8 in [0, 255].
+
+    Integer images are raw pixels. Float images are taken as pixels in
+    [0, 255] when `normalize=False`, and as already prepared when
+    `normalize=True`. Images already at `image_size` are not resized, so
+    applying the converter twice changes nothing: a dataset mapped with a
+    task's preprocessor can be given to the task's `fit`, which maps it
+    again.
+
+    Args:
+        image_size: output side length (int) or `(height, width)`.
+        resize_method: one of `"pil"`, `"antialias"`, `"fast"`.
+        normalize: normalise with `mean` / `std` here.
+        mean: per-channel mean of [0, 1] pixels (OpenAI CLIP's).
+        std: per-channel standard deviation (OpenAI CLIP's).
+
+    Example:
+    >>> converter = SuperClassImageConverter(image_size=32)
+    >>> images = np.zeros((2, 48, 64, 3), "uint8")
+    >>> tuple(keras.ops.shape(converter(images)))
+    (2, 32, 32, 3)
+    """
+
+    def __init__(
+        self,
+        image_size=224,
+        resize_method="pil",
+        normalize=False,
+        mean=OPENAI_MEAN,
+        std=OPENAI_STD,
+        **kwargs,
+    ):
+        if resize_method not in transforms.RESIZE_METHODS:
+            raise ValueError(
+                f"Unknown resize_method {resize_method!r}; use one of "
+                f"{transforms.RESIZE_METHODS}."
+            )
+        if isinstance(image_size, int):
+            image_size = (image_size, image_size)
+        image_size = tuple(int(v) for v in image_size)
+        if image_size[0] != image_size[1]:
+            raise ValueError(
+                f"Only square images are supported, got image_size "
+                f"{image_size}."
+            )
+        for key in _DERIVED:
+            kwargs.pop(key, None)
+        super().__init__(
+            image_size=image_size,
+            interpolation="bicubic",
+            antialias=resize_method != "fast",
+            crop_to_aspect_ratio=True,
+            **kwargs,
+        )
+        self.resize_method = resize_method
+        self.normalize = bool(normalize)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.normalization = ImageNormalization(
+            self.mean, self.std, name="normalization"
+        )
+
+    @property
+    def size(self):
+        """The output side length."""
+        return self.image_size[0]
+
+    def crop(
+        self,
+        image,
+        training=False,
+        seed=None,
+        scale=transforms.TRAIN_SCALE,
+        ratio=transforms.DEFAULT_RATIO,
+        strong_augment=False,
+    ):
+        """One uint8 `(H, W, 3)` image -> uint8 `(size, size, 3)`, in TF.
+
+        Args:
+            image: decoded uint8 image of any size.
+            training: random resized crop (needs `seed`), else the
+                evaluation resize + centre crop.
+            seed: stateless seed, int tensor `(2,)`.
+            scale: crop area range of the random crop.
+            ratio: crop aspect-ratio range of the random crop.
+            strong_augment: colour jitter and grayscale after the crop.
+        """
+        if not training:
+            return transforms.resize_center_crop(
+                image, self.size, self.resize_method
+            )
+        seeds = transforms.split_seed(seed, 2)
+        image = transforms.random_resized_crop(
+            image, self.size, seeds[0], scale, ratio, self.resize_method
+        )
+        if strong_augment:
+            image = transforms.strong_augment(image, seeds[1])
+        return image
+
+    def _prepare(self, images):
+        """TF batch or single image -> prepared TF tensor."""
+        if images.dtype.is_floating and self.normalize:
+            return images  # already prepared
+        if tuple(images.shape[-3:-1]) != self.image_size:
+            pixels = images
+            if pixels.dtype != tf.uint8:
+                pixels = tf.clip_by_value(tf.round(pixels), 0, 255)
+                pixels = tf.cast(pixels, tf.uint8)
+            if pixels.shape.rank == 3:
+                images = self.crop(pixels)
+            else:
+                images = tf.map_fn(
+                    self.crop,
+                    pixels,
+                    fn_output_signature=tf.TensorSpec(
+                        (self.size, self.size, 3), tf.uint8
+                    ),
+                )
+        if self.normalize:
+            images = self.normalization(images)
+        return images
+
+    def call(self, images):
+        if isinstance(images, list | tuple):
+            # Images of different sizes: prepare each, then stack.
+            return keras.ops.stack([self(image) for image in images])
+        if tf.inside_function():
+            return self._prepare(tf.convert_to_tensor(images))
+        prepared = self._prepare(tf.convert_to_tensor(np.asarray(images)))
+        return keras.ops.convert_to_tensor(np.asarray(prepared))
+
+    def get_config(self):
+        config = super().get_config()
+        for key in _DERIVED:
+            config.pop(key, None)
+        config.update(
+            image_size=self.size,
+            resize_method=self.resize_method,
+            normalize=self.normalize,
+            mean=list(self.mean),
+            std=list(self.std),
+        )
+        return config
