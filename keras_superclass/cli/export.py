@@ -18,7 +18,7 @@ def add_parser(subparsers):
 def run(args):
     import os
 
-    from keras_superclass.training.builders import build_labels
+    from keras_superclass.training.builders import build_preprocessor
     from keras_superclass.training.builders import build_task
     from keras_superclass.training.checkpoints import CheckpointManager
     from keras_superclass.training.config import load_config
@@ -30,10 +30,9 @@ def run(args):
             f"{args.run} is not a training run directory (no config.yaml)."
         )
     config = load_config(config_path)
-    vocabulary_size, _, labeler = build_labels(config)
-    model = build_task(config, vocabulary_size)
+    model = build_task(config, build_preprocessor(config))
     model.compile()
     meta = CheckpointManager(args.run).restore(model, step=args.step)
-    export_preset(model, config, args.out, labeler)
+    export_preset(model, config, args.out)
     print(f"Exported step {meta['step']} of {args.run} to {args.out}")
     return 0

@@ -6,7 +6,7 @@ import json
 def add_parser(subparsers):
     parser = subparsers.add_parser(
         "predict",
-        help="print the top-k predicted tokens of images",
+        help="print the top-k predicted tokens (or synsets) of images",
         description="Load a trained task preset (with its tokenizer) and "
         "print the k highest-scoring tokens of each image.",
     )
@@ -20,18 +20,16 @@ def add_parser(subparsers):
 
 
 def run(args):
-    from keras_superclass.inference import TokenPredictor
+    from keras_superclass.inference import predict_files
 
-    predictor = TokenPredictor.from_preset(args.preset)
-    for path, tokens in zip(
-        args.images, predictor.predict_files(args.images, top_k=args.top_k)
-    ):
+    predictions = predict_files(args.preset, args.images, top_k=args.top_k)
+    for path, labels in zip(args.images, predictions):
         if args.json:
-            record = {"image": path, "tokens": tokens}
+            record = {"image": path, "labels": labels}
             print(json.dumps(record, ensure_ascii=False))
         else:
             words = "  ".join(
-                f"{t['token']} ({t['score']:.3f})" for t in tokens
+                f"{t['label']} ({t['score']:.3f})" for t in labels
             )
             print(f"{path}: {words}")
     return 0

@@ -30,7 +30,6 @@ def add_parser(subparsers):
 
 
 def run(args):
-    from keras_superclass.training.builders import build_labels
     from keras_superclass.training.config import load_config
     from keras_superclass.training.export import export_preset
     from keras_superclass.training.trainer import train
@@ -38,6 +37,6 @@ def run(args):
     config = load_config(args.config, overrides=args.overrides)
     model, _ = train(config, resume=args.resume)
     if args.export:
-        export_preset(model, config, args.export, build_labels(config)[2])
+        export_preset(model, config, args.export)
         print(f"Exported the trained model to {args.export}")
     return 0

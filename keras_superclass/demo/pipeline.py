@@ -148,7 +148,7 @@ def run_demo(
         "vocabulary_size": tokenizer.vocabulary_size(),
     }
     report_path = write_report(
-        out_dir, results, recorder.losses, model, tokenizer, shard_dir
+        out_dir, results, recorder.losses, model, shard_dir
     )
     results["total_seconds"] = round(time.time() - start, 1)
     atomic_write_json(os.path.join(out_dir, "results.json"), results)

@@ -77,23 +77,7 @@ def plot_probe_accuracies(results, path):
     _save_figure(figure, path)
 
 
-def top_tokens(model, tokenizer, images, k=3):
-    """The k highest-scoring tokens of each image, as (token, score)."""
-    logits = model.predict(images, verbose=0)
-    probs = keras.ops.convert_to_numpy(
-        keras.ops.softmax(keras.ops.convert_to_tensor(logits), axis=-1)
-    )
-    special = set(getattr(tokenizer, "special_token_ids", ()))
-    out = []
-    for row in probs:
-        order = [i for i in np.argsort(-row) if i not in special][:k]
-        out.append(
-            [(tokenizer.id_to_token(int(i)), float(row[i])) for i in order]
-        )
-    return out
-
-
-def plot_prediction_grid(model, tokenizer, shard_dir, path, count=12):
+def plot_prediction_grid(model, shard_dir, path, count=12):
     import matplotlib.pyplot as plt
 
     from keras_superclass.data import image_text_dataset
@@ -110,7 +94,7 @@ def plot_prediction_grid(model, tokenizer, shard_dir, path, count=12):
         seed=0,
     )
     pixels, captions = next(iter(dataset))
-    predictions = top_tokens(model, tokenizer, model.prepare_images(pixels))
+    predictions = model.predict_labels(np.asarray(pixels), top_k=3)
     columns = 4
     rows = int(np.ceil(count / columns))
     figure, axes = plt.subplots(
@@ -121,7 +105,9 @@ def plot_prediction_grid(model, tokenizer, shard_dir, path, count=12):
         if i >= len(predictions):
             continue
         axis.imshow(np.asarray(pixels[i]).astype("uint8"))
-        words = ", ".join(f"{t} {s:.2f}" for t, s in predictions[i])
+        words = ", ".join(
+            f"{p['label']} {p['score']:.2f}" for p in predictions[i]
+        )
         caption = captions[i].numpy().decode("utf-8")
         axis.set_title(f"{words}\n({caption[:34]})", fontsize=8)
     figure.suptitle("Top predicted tokens (caption in brackets)")
@@ -129,12 +115,12 @@ def plot_prediction_grid(model, tokenizer, shard_dir, path, count=12):
     return predictions
 
 
-def write_report(out_dir, results, losses, model, tokenizer, shard_dir):
+def write_report(out_dir, results, losses, model, shard_dir):
     """Writes the plots and `report.md`; returns the report's path."""
     plot_loss_curve(losses, os.path.join(out_dir, "loss_curve.png"))
     plot_probe_accuracies(results, os.path.join(out_dir, "probe_accuracy.png"))
     plot_prediction_grid(
-        model, tokenizer, shard_dir, os.path.join(out_dir, "predictions.png")
+        model, shard_dir, os.path.join(out_dir, "predictions.png")
     )
     rows = "\n".join(
         f"| {name.replace('label_', '')} | "

@@ -90,6 +90,7 @@ class PresetTask(Task):
     task_arguments = ()
     head_arguments = ()
     preprocessor_arguments = ()
+    architecture_presets = {}
 
     @classmethod
     def default_preprocessor(cls, backbone, task_kwargs, options):

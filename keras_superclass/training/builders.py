@@ -47,8 +47,48 @@ def task_class(task):
     return SuperClassClassifier
 
 
-def build_task(config, vocabulary_size):
-    """The (uncompiled) task model a config describes."""
+def build_preprocessor(config):
+    """The task's preprocessor: image converter + caption labeller.
+
+    SuperClass labels captions with the tokenizer of `data.tokenizer`;
+    CatLIP with the synset vocabulary of `data.synset_vocabulary`. The
+    preprocessor is saved with the task, so presets label and predict the
+    way training did.
+    """
+    from keras_superclass.layers import SuperClassImageConverter
+
+    data = config["data"]
+    converter = SuperClassImageConverter(
+        image_size=data["image_size"],
+        resize_method=data["resize_method"],
+        normalize=not config["model"]["normalize_images"],
+    )
+    if config["model"]["task"] == "catlip":
+        from keras_superclass.models import CatLIPPreprocessor
+        from keras_superclass.models import SynsetLabeler
+
+        if not data["synset_vocabulary"]:
+            raise ConfigError(
+                "'data.synset_vocabulary' is required for model.task "
+                "'catlip': build one with `keras-superclass synsets "
+                "--captions 'shards/*.tfrecord' --out synsets.json`."
+            )
+        return CatLIPPreprocessor(
+            converter,
+            SynsetLabeler(data["synset_vocabulary"]),
+            max_labels=data["max_labels"],
+        )
+    from keras_superclass.models import SuperClassPreprocessor
+
+    return SuperClassPreprocessor(
+        converter, build_tokenizer(config), max_labels=data["max_labels"]
+    )
+
+
+def build_task(config, preprocessor):
+    """The (uncompiled) task model a config describes, with `preprocessor`
+    (from `build_preprocessor`) setting the size of its head."""
+    vocabulary_size = preprocessor.vocabulary_size()
     model = config["model"]
     if model["vocabulary_size"] and model["vocabulary_size"] != vocabulary_size:
         raise ConfigError(
@@ -70,6 +110,7 @@ def build_task(config, vocabulary_size):
         vocabulary_size=vocabulary_size,
         head_mlp_layers=model["head_mlp_layers"],
         normalize_images=model["normalize_images"],
+        preprocessor=preprocessor,
         compile=False,
     )
 
@@ -104,48 +145,22 @@ def build_tokenizer(config):
     return tokenizers.get_tokenizer(name)
 
 
-def build_labels(config):
-    """`(vocabulary_size, dataset_kwargs, label_names)` for the task's labels.
-
-    SuperClass labels are caption token sets from the tokenizer; CatLIP
-    labels are synset ids stored in the shards when they were written.
-    """
-    data = config["data"]
-    if config["model"]["task"] == "catlip":
-        from keras_superclass.data.synsets import SynsetVocabulary
-
-        if not data["synset_vocabulary"]:
-            raise ConfigError(
-                "'data.synset_vocabulary' is required for model.task "
-                "'catlip': build one with `keras-superclass synsets`."
-            )
-        vocabulary = SynsetVocabulary.load(data["synset_vocabulary"])
-        return len(vocabulary), {"label_feature": "synsets"}, vocabulary
-    tokenizer = build_tokenizer(config)
-    return tokenizer.vocabulary_size(), {"tokenizer": tokenizer}, tokenizer
-
-
-def build_train_dataset(config, label_kwargs, skip_batches=0):
+def build_train_dataset(config, preprocessor, skip_batches=0):
     """The infinite training stream of micro-batches, fast-forwarded."""
     from keras_superclass.data import image_text_dataset
 
     data = config["data"]
     if not data["train"]:
         raise ConfigError("'data.train' (a TFRecord glob) is not set.")
-    dataset = image_text_dataset(
+    return image_text_dataset(
         data["train"],
         batch_size=config["training"]["micro_batch_size"],
-        image_size=data["image_size"],
+        preprocessor=preprocessor,
         training=True,
-        max_labels=data["max_labels"],
         shuffle_buffer=data["shuffle_buffer"],
         seed=data["seed"],
         deterministic=data["deterministic"],
         strong_augment=data["strong_augment"],
-        resize_method=data["resize_method"],
-        normalize=not config["model"]["normalize_images"],
         repeat=True,
         skip_batches=skip_batches,
-        **label_kwargs,
     )
-    return dataset

@@ -6,11 +6,10 @@ import shutil
 from keras_superclass.training.config import save_config
 
 
-def export_preset(model, config, preset_dir, labeler=None):
-    """Writes weights, configs, tokenizer assets and IDF statistics.
-
-    `labeler` is the tokenizer (or CatLIP synset vocabulary) of the labels,
-    so `keras-superclass predict` can print them as text. The directory
+def export_preset(model, config, preset_dir):
+    """Writes weights, configs, the preprocessor (tokenizer or synset
+    vocabulary assets included) and IDF statistics, plus the training
+    config as `training_config.yaml`. The directory
     loads with `keras_hub.models.Backbone.from_preset(dir)`
     (the encoder) or `SuperClassClassifier.from_preset(dir)` (the whole
     task with its IDF statistics) after `import keras_superclass`. It is
@@ -21,10 +20,6 @@ def export_preset(model, config, preset_dir, labeler=None):
     tmp_dir = f"{preset_dir}.tmp"
     shutil.rmtree(tmp_dir, ignore_errors=True)
     model.save_to_preset(tmp_dir)
-    if hasattr(labeler, "save_to_preset"):  # a tokenizer
-        labeler.save_to_preset(tmp_dir)
-    elif labeler is not None:  # a CatLIP synset vocabulary
-        labeler.save(os.path.join(tmp_dir, "synset_vocabulary.json"))
     if config is not None:
         save_config(config, os.path.join(tmp_dir, "training_config.yaml"))
     if os.path.exists(preset_dir):

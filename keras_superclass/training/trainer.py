@@ -14,8 +14,8 @@ import os
 
 import keras
 
-from keras_superclass.training.builders import build_labels
 from keras_superclass.training.builders import build_loss
+from keras_superclass.training.builders import build_preprocessor
 from keras_superclass.training.builders import build_task
 from keras_superclass.training.builders import build_train_dataset
 from keras_superclass.training.checkpoints import CheckpointCallback
@@ -36,6 +36,30 @@ def _truncate_log(path, initial_epoch):
     kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) < initial_epoch]
     text = "".join(",".join(r) + "\n" for r in kept)
     atomic_write_text(path, text)
+
+
+def check_labels(dataset, config):
+    """Stops a run whose first batch has no label at all (all padding):
+    the loss would fall while the model learns nothing."""
+    _, labels = next(iter(dataset.take(1)))
+    if not (labels.numpy() >= 0).any():
+        data = config["data"]
+        if config["model"]["task"] == "catlip":
+            why = (
+                f"no caption word of the batch matched the synset "
+                f"vocabulary {data['synset_vocabulary']!r}; build it from "
+                f"these captions with `keras-superclass synsets`"
+            )
+        else:
+            why = (
+                f"the tokenizer {data['tokenizer']!r} maps every caption of "
+                f"the batch to special tokens (e.g. a word vocabulary learnt "
+                f"on other data); build one with `keras-superclass vocab`"
+            )
+        raise ValueError(
+            f"Every label of the first training batch from "
+            f"{data['train']!r} is padding: {why}."
+        )
 
 
 RECIPE_KEYS = (
@@ -94,12 +118,10 @@ def train(config, resume=False, callbacks=(), verbose="auto"):
     keras.config.set_dtype_policy(t["dtype_policy"])
     # Same initial weights on every run of a config (and after --resume).
     keras.utils.set_random_seed(config["data"]["seed"])
-    vocabulary_size, label_kwargs, labeler = build_labels(config)
-    model = build_task(config, vocabulary_size)
-    ignore_ids = getattr(labeler, "special_token_ids", ())
-    compile_from_config(
-        model, config, build_loss(config, vocabulary_size, ignore_ids)
-    )
+    preprocessor = build_preprocessor(config)
+    model = build_task(config, preprocessor)
+    loss = build_loss(config, model.vocabulary_size, preprocessor.special_ids)
+    compile_from_config(model, config, loss)
 
     initial_epoch = 0
     if resume:
@@ -111,8 +133,9 @@ def train(config, resume=False, callbacks=(), verbose="auto"):
     micro_steps = t["steps_per_epoch"] * t["accumulation_steps"]
     epochs = math.ceil(t["total_steps"] / t["steps_per_epoch"])
     dataset = build_train_dataset(
-        config, label_kwargs, skip_batches=initial_epoch * micro_steps
+        config, preprocessor, skip_batches=initial_epoch * micro_steps
     )
+    check_labels(dataset, config)
     log_path = os.path.join(run_dir, "log.csv")
     _truncate_log(log_path, initial_epoch)
     all_callbacks = [
