@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import stat
 import tarfile
 
 import keras
@@ -319,6 +320,38 @@ def test_atomic_writes_and_resume(tmp_path, monkeypatch):
     assert sorted(n for n in os.listdir(out) if n.endswith(".tfrecord")) == [
         s["file"] for s in third["shards"]
     ]
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    from keras_superclass.utils.io import atomic_write_text
+
+    existing = tmp_path / "existing.txt"
+    existing.write_text("old")
+    os.chmod(existing, 0o640)
+    out = tmp_path / "out"
+    old_umask = os.umask(0o022)
+    try:
+        write_shards(
+            [{"key": "k", "image": _png(), "caption": "c"}],
+            out,
+            progress=False,
+        )
+        atomic_write_text(tmp_path / "new.txt", "new")
+        atomic_write_text(existing, "new")
+    finally:
+        os.umask(old_umask)
+
+    def mode(path):
+        return stat.S_IMODE(os.stat(path).st_mode)
+
+    # New files: 0o666 less the umask, as `open()` makes them.
+    shard = [n for n in os.listdir(out) if n.endswith(".tfrecord")][0]
+    assert mode(out / shard) == 0o644
+    assert mode(out / "manifest.json") == 0o644
+    assert mode(tmp_path / "new.txt") == 0o644
+    # A replaced file keeps its permissions.
+    assert mode(existing) == 0o640
+    assert existing.read_text() == "new"
 
 
 @pytest.mark.skipif(

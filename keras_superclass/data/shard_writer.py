@@ -22,21 +22,13 @@ import shutil
 
 from keras_superclass.data import schema
 from keras_superclass.data.sources import as_source
+from keras_superclass.utils.io import TMP_MARK
+from keras_superclass.utils.io import atomic_path
+from keras_superclass.utils.io import atomic_write_text
 
 PROGRESS_DIR = ".progress"
-_TMP_MARK = ".tmp-"
 # Formats `tf.io.decode_image` reads; anything else is re-encoded.
 _TF_FORMATS = {"JPEG", "PNG", "GIF", "BMP", "WEBP"}
-
-
-def atomic_write_text(path, text):
-    """Writes `text` to `path` through a temporary file + `os.replace`."""
-    tmp = f"{path}{_TMP_MARK}{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def check_caption(caption):
@@ -105,12 +97,11 @@ def _write_one_shard(job):
 
     (source, task, out_dir, name, options) = job
     final = os.path.join(out_dir, name)
-    tmp = os.path.join(out_dir, f".{name}{_TMP_MARK}{os.getpid()}")
     skipped = {}
     records = 0
     extra_names = set()
     extra_fn = options["extra_features_fn"]
-    with tf.io.TFRecordWriter(tmp) as writer:
+    with atomic_path(final) as tmp, tf.io.TFRecordWriter(tmp) as writer:
         for record in source.read(task):
             reason = record.skip_reason
             if reason is None:
@@ -133,7 +124,6 @@ def _write_one_shard(job):
             )
             writer.write(example.SerializeToString())
             records += 1
-    os.replace(tmp, final)
     stats = {
         "file": name,
         "records": records,
@@ -245,7 +235,7 @@ def write_shards(
     _check_same_run(out_dir, args, overwrite)
     # Remove temporary files a killed run left behind.
     for name in os.listdir(out_dir):
-        if _TMP_MARK in name:
+        if TMP_MARK in name:
             os.remove(os.path.join(out_dir, name))
 
     stats = {}

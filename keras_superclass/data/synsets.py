@@ -29,11 +29,12 @@ import multiprocessing
 import os
 import re
 import sys
-import tempfile
 import urllib.parse
 
 import ftfy
 import numpy as np
+
+from keras_superclass.utils.io import atomic_write_text
 
 DEFAULT_MIN_COUNT = 500
 DEFAULT_MAX_SIZE = 24320
@@ -161,21 +162,6 @@ def caption_to_synsets(caption):
     return [key for key, _ in caption_synsets_with_lemmas(caption)]
 
 
-def _atomic_write_text(path, text):
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 class SynsetVocabulary:
     """An ordered list of synsets: the classes of a CatLIP head.
 
@@ -280,7 +266,7 @@ class SynsetVocabulary:
 
     def save(self, path):
         """Writes the vocabulary as JSON, atomically."""
-        _atomic_write_text(path, json.dumps(self.entries, indent=0) + "\n")
+        atomic_write_text(path, json.dumps(self.entries, indent=0) + "\n")
 
     @classmethod
     def load(cls, path):
@@ -526,7 +512,7 @@ def synset_labels_for_captions(
             labels.extend(chunk)
             bar.update(len(chunk))
     if cache_path is not None:
-        _atomic_write_text(
+        atomic_write_text(
             cache_path,
             json.dumps({"fingerprint": fingerprint, "labels": labels}),
         )
