@@ -280,6 +280,45 @@ def test_read_captions_text_jsonl_tfrecord(tmp_path):
         list(synsets.read_captions(str(tmp_path / "none-*.txt")))
 
 
+def test_read_captions_gzipped_jsonl(tmp_path):
+    import gzip
+
+    path = tmp_path / "c.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write(json.dumps({"text": "black dog"}) + "\n\n  \n")
+        f.write(json.dumps({"text": "an image"}) + "\n")
+    assert list(synsets.read_captions(path, column="text")) == [
+        "black dog",
+        "an image",
+    ]
+    # Through the CLI, with the flag's old name still accepted.
+    out = tmp_path / "vocab.json"
+    for flag in ("--caption-column", "--column"):
+        code = cli_main(
+            ["synsets", "--captions", str(path), flag, "text"]
+            + ["--min-count", "0", "--workers", "1", "--quiet"]
+            + ["--out", str(out)]
+        )
+        assert code == 0
+        keys = synsets.SynsetVocabulary.load(out).keys
+        assert {BLACK, DOG, IMAGE} <= set(keys)
+
+
+def test_bad_json_line_names_file_and_line(tmp_path, capsys):
+    path = tmp_path / "c.jsonl"
+    path.write_text(json.dumps({"caption": "a dog"}) + "\n\n{broken\n")
+    with pytest.raises(ValueError, match=r"c\.jsonl:3 is not a JSON line"):
+        list(synsets.read_captions(path))
+    code = cli_main(
+        ["synsets", "--captions", str(path), "--workers", "1", "--quiet"]
+        + ["--out", str(tmp_path / "vocab.json")]
+    )
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "c.jsonl:3 is not a JSON line" in error
+    assert "'{broken'" in error
+
+
 def test_cli_synsets(tmp_path, capsys):
     captions = tmp_path / "captions.txt"
     captions.write_text("black dog\nblack dogs\nan image of a dog\na photo\n")

@@ -22,6 +22,7 @@ import tensorflow as tf
 from keras_superclass.data import python_ops
 from keras_superclass.data import schema
 from keras_superclass.data import transforms
+from keras_superclass.utils.constants import IMAGE_EXTENSIONS
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -702,9 +703,6 @@ def _is_class_folder(path):
     return has_dirs and not has_shards
 
 
-_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
-
-
 def _manifest_class_names(files, label_feature):
     path = os.path.join(os.path.dirname(files[0]), schema.MANIFEST_NAME)
     if not os.path.exists(path):
@@ -783,7 +781,7 @@ def labelled_image_dataset(
         paths, labels = [], []
         for label, name in enumerate(class_names):
             for file in sorted(os.listdir(os.path.join(root, name))):
-                if file.lower().endswith(_IMAGE_EXTENSIONS):
+                if file.lower().endswith(IMAGE_EXTENSIONS):
                     paths.append(os.path.join(root, name, file))
                     labels.append(label)
         if not paths:

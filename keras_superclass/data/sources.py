@@ -19,15 +19,15 @@ Sources:
 import csv
 import dataclasses
 import glob
-import json
 import os
 import posixpath
 import tarfile
 import zlib
 
 from keras_superclass.data import schema
+from keras_superclass.data.captions import read_json_lines
+from keras_superclass.utils.constants import IMAGE_EXTENSIONS
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 CAPTION_EXTENSION = ".txt"
 
 
@@ -90,11 +90,9 @@ def _read_table(path, columns):
         )
     lower = path.lower()
     if lower.endswith((".jsonl", ".json", ".ndjson")):
-        rows = []
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            for line in f:
-                if line.strip():
-                    rows.append(json.loads(line))
+        rows = [
+            row for _, row in read_json_lines(path, errors="surrogateescape")
+        ]
     elif lower.endswith(".parquet"):
         import pyarrow.parquet as pq
 

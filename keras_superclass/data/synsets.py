@@ -21,7 +21,6 @@ it offline). Nothing here downloads data at run time.
 
 import collections
 import functools
-import glob
 import hashlib
 import itertools
 import json
@@ -34,6 +33,7 @@ import urllib.parse
 import ftfy
 import numpy as np
 
+from keras_superclass.data.captions import CaptionSource
 from keras_superclass.utils.io import atomic_write_text
 
 DEFAULT_MIN_COUNT = 500
@@ -519,88 +519,20 @@ def synset_labels_for_captions(
     return labels
 
 
-def _expand(paths):
-    if isinstance(paths, str | os.PathLike):
-        paths = [paths]
-    files = []
-    for path in paths:
-        path = os.fspath(path)
-        matches = sorted(glob.glob(path)) if glob.has_magic(path) else [path]
-        if not matches:
-            raise FileNotFoundError(f"No file matches {path!r}.")
-        files.extend(matches)
-    for path in files:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"Caption file {path!r} does not exist.")
-    return files
-
-
-def _is_tfrecord(path):
-    name = path.lower()
-    return ".tfrecord" in name or name.endswith(".tfr")
-
-
 def read_captions(paths, column="caption"):
-    """Streams captions from text, JSONL or TFRecord files.
+    """Streams captions from caption files, strictly.
 
-    - `*.jsonl` / `*.json` lines: the `column` field of each JSON object;
-    - TFRecord shards (`*.tfrecord*`): the bytes feature `column` of each
-      `tf.train.Example`, read with tf.data;
-    - anything else: one caption per line (empty lines skipped).
+    Reads text (one caption per line, blank lines skipped), JSON lines (the
+    `column` field), CSV / TSV (the `column` column) and TFRecord files
+    (the bytes feature `column`), any of them gzipped (`.gz`): see
+    `keras_superclass.data.captions`. A bad line or record raises a
+    `ValueError` naming the file and the line.
 
     Args:
-        paths: a path, a glob, or a list of them.
-        column: the caption field of JSONL and TFRecord files.
+        paths: a path, a glob, a folder, or a list of them.
+        column: the caption field of JSONL, CSV and TFRecord files.
 
     Yields:
         Caption strings.
     """
-    for path in _expand(paths):
-        if _is_tfrecord(path):
-            yield from _read_tfrecord_captions(path, column)
-        elif path.lower().endswith((".jsonl", ".json", ".jsonl.gz")):
-            yield from _read_jsonl_captions(path, column)
-        else:
-            with open(path, encoding="utf-8") as f:
-                for line in f:
-                    line = line.rstrip("\n")
-                    if line.strip():
-                        yield line
-
-
-def _read_jsonl_captions(path, column):
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(
-                    f"{path}:{number} is not a JSON line: {error}"
-                ) from error
-            if not isinstance(record, dict) or column not in record:
-                raise ValueError(
-                    f"{path}:{number} has no {column!r} field; pass the "
-                    f"caption column with `--column`."
-                )
-            yield str(record[column])
-
-
-def _read_tfrecord_captions(path, column):
-    import tensorflow as tf
-
-    spec = {column: tf.io.FixedLenFeature([], tf.string)}
-    dataset = tf.data.TFRecordDataset(path, compression_type=_compression(path))
-    dataset = dataset.map(lambda r: tf.io.parse_single_example(r, spec)[column])
-    for value in dataset.as_numpy_iterator():
-        yield value.decode("utf-8")
-
-
-def _compression(path):
-    name = path.lower()
-    if name.endswith(".gz"):
-        return "GZIP"
-    if name.endswith(".zlib"):
-        return "ZLIB"
-    return ""
+    yield from CaptionSource(paths, caption_column=column, strict=True)
