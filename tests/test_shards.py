@@ -428,3 +428,84 @@ def test_cli(tmp_path, capsys):
     )
     assert code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def _cli(*args):
+    from keras_superclass.cli.main import main
+
+    return main(["shards", *map(str, args), "--quiet"])
+
+
+def test_cli_no_record_written_is_an_error_that_names_the_path(
+    tmp_path, capsys
+):
+    root = tmp_path / "data"
+    (root / "imgs").mkdir(parents=True)
+    for i in range(3):
+        (root / "imgs" / f"{i}.png").write_bytes(_png())
+    # The table's paths are relative to `data`, not to `data/imgs`.
+    rows = "".join(f"imgs/{i}.png,a red box {i}\n" for i in range(3))
+    (root / "captions.csv").write_text("file,caption\n" + rows)
+    out = tmp_path / "out"
+    code = _cli(
+        "--images", root / "imgs", "--captions", root / "captions.csv",
+        "--out", out,
+    )  # fmt: skip
+    assert code == 2
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1  # One line, no traceback.
+    assert "No record was written" in error
+    assert "missing_image=3" in error
+    tried = str(root / "imgs" / "imgs" / "0.png")
+    assert f"looked for at {tried!r}, which does not exist" in error
+    assert "relative to the images folder (--images" in error
+    assert f"It is in {str(root)!r}: pass that as --images" in error
+    assert not out.exists()  # Nothing half-done is left behind.
+    # The corrected command needs no --overwrite.
+    code = _cli(
+        "--images", root, "--captions", root / "captions.csv", "--out", out
+    )
+    assert code == 0
+    assert read_manifest(out)["num_records"] == 3
+
+
+def test_manifest_and_cli_list_the_skipped_files(tmp_path, capsys, monkeypatch):
+    images, rows = _folder(tmp_path)
+    lines = ["file,caption"] + [
+        f"{f},{c}" for f, c in rows if isinstance(c, str) and "," not in c
+    ]
+    (tmp_path / "c.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    code = _cli(
+        "--images", images, "--captions", tmp_path / "c.csv", "--out", out,
+        "--records-per-shard", 4,
+    )  # fmt: skip
+    assert code == 0
+    manifest = read_manifest(out)
+    assert manifest["skipped_files"] == {
+        "empty_caption": ["good0.png", "good1.png"],
+        "missing_image": ["missing.png"],
+        "undecodable_image": ["bad.jpg"],
+        "unsafe_member_name": ["../good0.png"],
+    }
+    assert manifest["skipped_files_more"] == {}
+    assert manifest["shards"][1]["skipped_files"] == {
+        "missing_image": ["missing.png"],
+        "undecodable_image": ["bad.jpg"],
+    }
+    printed = capsys.readouterr().out
+    assert "empty_caption: 2 (good0.png, good1.png)" in printed
+    assert "missing_image: 1 (missing.png)" in printed
+    assert "skipped_files" in printed
+
+    # Long lists are cut, with a count of the names left out.
+    monkeypatch.setattr(shard_writer, "MAX_SKIPPED_NAMES", 1)
+    manifest = write_shards(
+        images,
+        tmp_path / "cut",
+        captions_file=tmp_path / "c.csv",
+        records_per_shard=4,
+        progress=False,
+    )
+    assert manifest["skipped_files"]["empty_caption"] == ["good0.png"]
+    assert manifest["skipped_files_more"] == {"empty_caption": 1}

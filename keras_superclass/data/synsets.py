@@ -436,6 +436,11 @@ class SynsetFeatures:
     def __call__(self, caption):
         return {"synsets": self.vocabulary.labels(caption)}
 
+    def fingerprint(self):
+        """The vocabulary's fingerprint: the shard writer records it, so
+        shards of two vocabularies are never mixed."""
+        return self.vocabulary.fingerprint()
+
 
 def synset_extra_features_fn(vocabulary):
     """The `extra_features_fn` of the shard writer for synset labels."""
