@@ -16,150 +16,36 @@ keys into class ids; a caption without a match has no label (all-zero
 target) and stays in the data.
 
 WordNet 3.0 must be installed for NLTK (`scripts/install_wordnet.sh` does
-it offline). Nothing here downloads data at run time.
+it offline). Nothing here downloads data at run time. Steps 1-4 live in
+`synset_mining` (re-exported here); this module builds vocabularies, labels
+captions and reads caption files.
 """
 
 import collections
-import functools
 import hashlib
 import itertools
 import json
 import multiprocessing
 import os
-import re
 import sys
-import urllib.parse
 
-import ftfy
 import numpy as np
 
 from keras_superclass.data.captions import CaptionSource
+from keras_superclass.data.synset_mining import _wordnet as _wordnet
+from keras_superclass.data.synset_mining import caption_synsets_with_lemmas
+from keras_superclass.data.synset_mining import caption_to_synsets
+from keras_superclass.data.synset_mining import check_wordnet
+from keras_superclass.data.synset_mining import clean_caption
+from keras_superclass.data.synset_mining import synset_key
+from keras_superclass.data.synset_mining import word_to_synset
+from keras_superclass.data.synset_mining import word_tokenize
 from keras_superclass.utils.io import atomic_write_text
+
+# `_wordnet` above is imported for `evaluation.transfer_init`.
 
 DEFAULT_MIN_COUNT = 500
 DEFAULT_MAX_SIZE = 24320
-
-_HTML_TAG = re.compile("<.*?>")
-_SPACES = re.compile(" +")
-
-_INSTALL_HINT = (
-    "Install WordNet 3.0 for NLTK offline with "
-    "`bash scripts/install_wordnet.sh` (Debian packages wordnet-base and "
-    "wordnet-sense-index), or point "
-    "NLTK_DATA at a directory holding corpora/wordnet/."
-)
-
-
-def clean_caption(caption):
-    """Cleans a caption exactly as corenet's `caption_preprocessing`.
-
-    URL-unquote, `+` -> space, drop HTML tags, strip leading/trailing
-    newlines, collapse runs of spaces, `ftfy.fix_text`, strip, lowercase.
-
-    Example:
-    >>> clean_caption("An+image%20of <b>black</b>  Dog.\\n")
-    'an image of black dog.'
-    """
-    caption = urllib.parse.unquote(str(caption))
-    caption = caption.replace("+", " ")
-    caption = _HTML_TAG.sub("", caption)
-    caption = caption.strip("\n")
-    caption = _SPACES.sub(" ", caption)
-    caption = ftfy.fix_text(caption)
-    return caption.strip().lower()
-
-
-@functools.cache
-def _tokenizers():
-    from nltk.tokenize.destructive import NLTKWordTokenizer
-    from nltk.tokenize.punkt import PunktSentenceTokenizer
-
-    return PunktSentenceTokenizer(), NLTKWordTokenizer()
-
-
-def word_tokenize(text):
-    """NLTK's `word_tokenize` without its downloadable Punkt model.
-
-    `nltk.word_tokenize` splits sentences with the pre-trained English Punkt
-    model (the `punkt_tab` data download) and then runs `NLTKWordTokenizer`
-    on each sentence. Here sentences are split by an untrained
-    `PunktSentenceTokenizer`, which needs no data: the two agree except
-    right after an abbreviation the English model knows (e.g. "mr.").
-
-    Example:
-    >>> word_tokenize("an image of black dog.")
-    ['an', 'image', 'of', 'black', 'dog', '.']
-    """
-    sentences, words = _tokenizers()
-    return [
-        token
-        for sentence in sentences.tokenize(text)
-        for token in words.tokenize(sentence)
-    ]
-
-
-@functools.cache
-def _wordnet():
-    """`(wordnet, lemmatizer)`, loaded once; clear error when missing."""
-    try:
-        from nltk.corpus import wordnet
-        from nltk.stem import WordNetLemmatizer
-
-        wordnet.ensure_loaded()
-    except LookupError as error:
-        raise RuntimeError(
-            f"NLTK cannot find the WordNet corpus. {_INSTALL_HINT}"
-        ) from error
-    return wordnet, WordNetLemmatizer()
-
-
-def check_wordnet():
-    """Raises a `RuntimeError` naming the fix when WordNet is missing."""
-    _wordnet()
-
-
-def synset_key(synset):
-    """`f"{pos}{offset}"` of an NLTK synset, e.g. `"n5928118"`."""
-    return f"{synset.pos()}{synset.offset()}"
-
-
-@functools.lru_cache(maxsize=1 << 18)
-def word_to_synset(word):
-    """`(key, lemma)` of a word's first noun sense, or `None`.
-
-    The word is lemmatized as a noun; `wn.synset(f"{lemma}.n.01")` must
-    exist and be named exactly `f"{lemma}.n.01"` (so "photo", whose first
-    sense is photograph.n.01, gives `None`).
-    """
-    wordnet, lemmatizer = _wordnet()
-    try:
-        lemma = lemmatizer.lemmatize(word)
-        synset = wordnet.synset(f"{lemma}.n.01")
-    except Exception:  # WordNetError, or a malformed name.
-        return None
-    if synset.name() != f"{lemma}.n.01":
-        return None
-    return synset_key(synset), lemma
-
-
-def caption_synsets_with_lemmas(caption):
-    """`[(key, lemma), ...]` of a caption's synsets, unique, in order."""
-    seen = {}
-    for word in word_tokenize(clean_caption(caption)):
-        match = word_to_synset(word)
-        if match is not None and match[0] not in seen:
-            seen[match[0]] = match[1]
-    return list(seen.items())
-
-
-def caption_to_synsets(caption):
-    """The synset keys of a caption, unique, in order of appearance.
-
-    Example:
-    >>> caption_to_synsets("An image of black dogs.")
-    ['n5928118', 'n4960277', 'n2084071']
-    """
-    return [key for key, _ in caption_synsets_with_lemmas(caption)]
 
 
 class SynsetVocabulary:
@@ -541,3 +427,23 @@ def read_captions(paths, column="caption"):
         Caption strings.
     """
     yield from CaptionSource(paths, caption_column=column, strict=True)
+
+
+__all__ = [
+    "DEFAULT_MAX_SIZE",
+    "DEFAULT_MIN_COUNT",
+    "SynsetFeatures",
+    "SynsetVocabulary",
+    "build_synset_vocabulary",
+    "caption_synsets_with_lemmas",
+    "caption_to_synsets",
+    "check_wordnet",
+    "clean_caption",
+    "count_synsets",
+    "read_captions",
+    "synset_extra_features_fn",
+    "synset_key",
+    "synset_labels_for_captions",
+    "word_to_synset",
+    "word_tokenize",
+]
