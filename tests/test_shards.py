@@ -509,3 +509,15 @@ def test_manifest_and_cli_list_the_skipped_files(tmp_path, capsys, monkeypatch):
     )
     assert manifest["skipped_files"]["empty_caption"] == ["good0.png"]
     assert manifest["skipped_files_more"] == {"empty_caption": 1}
+
+
+def test_cli_max_image_size_and_its_old_name(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.png").write_bytes(_png(size=(12, 8)))
+    (images / "a.txt").write_text("a red box")
+    for flag in ("--max-image-size", "--max-size"):
+        out = tmp_path / flag.strip("-")
+        assert _cli("--images", images, "--out", out, flag, 6) == 0
+        (record,) = _read_records(out)
+        assert Image.open(io.BytesIO(record["image"])).size == (6, 4)
