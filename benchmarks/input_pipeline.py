@@ -135,6 +135,10 @@ def run_reference(data, batch_size, num_batches, image_size):
     from PIL import Image
     from torchvision import transforms as T
 
+    sys.path.insert(0, ROOT)
+    from keras_superclass.utils.constants import OPENAI_MEAN
+    from keras_superclass.utils.constants import OPENAI_STD
+
     transform = T.Compose(
         [
             T.RandomResizedCrop(
@@ -143,10 +147,7 @@ def run_reference(data, batch_size, num_batches, image_size):
                 interpolation=T.InterpolationMode.BICUBIC,
             ),
             T.ToTensor(),
-            T.Normalize(
-                (0.48145466, 0.4578275, 0.40821073),
-                (0.26862954, 0.26130258, 0.27577711),
-            ),
+            T.Normalize(OPENAI_MEAN, OPENAI_STD),
         ]
     )
     tars = sorted(glob.glob(os.path.join(data, "tars", "*.tar")))

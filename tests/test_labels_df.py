@@ -275,3 +275,23 @@ def test_cli_vocab_and_df(tmp_path, capsys):
     )
     assert code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_vocab_and_df_read_several_caption_files(tmp_path):
+    corpus = _corpus(40)
+    for name, part in (("a.txt", corpus[:25]), ("b.txt", corpus[25:])):
+        (tmp_path / name).write_text("\n".join(part) + "\n", "utf-8")
+    files = [str(tmp_path / "a.txt"), str(tmp_path / "b.txt")]
+    out = tmp_path / "vocab"
+    code = cli_main(
+        ["vocab", "--kind", "word", "--captions", *files, "--size", "10"]
+        + ["--out", str(out)]
+    )
+    assert code == 0
+    table = tmp_path / "df.json"
+    code = cli_main(
+        ["df", "--tokenizer", str(out), "--captions", *files]
+        + ["--out", str(table), "--quiet"]
+    )
+    assert code == 0
+    assert load_document_frequencies(str(table))[1] == 40

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from keras_superclass.data import reader
+from keras_superclass.data import records as reader
 from keras_superclass.data import schema
 from keras_superclass.data import transforms
 from keras_superclass.data.corrupt import truncate_file

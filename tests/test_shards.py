@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import stat
 import tarfile
 
 import keras
@@ -321,6 +322,38 @@ def test_atomic_writes_and_resume(tmp_path, monkeypatch):
     ]
 
 
+def test_written_files_get_the_usual_permissions(tmp_path):
+    from keras_superclass.utils.io import atomic_write_text
+
+    existing = tmp_path / "existing.txt"
+    existing.write_text("old")
+    os.chmod(existing, 0o640)
+    out = tmp_path / "out"
+    old_umask = os.umask(0o022)
+    try:
+        write_shards(
+            [{"key": "k", "image": _png(), "caption": "c"}],
+            out,
+            progress=False,
+        )
+        atomic_write_text(tmp_path / "new.txt", "new")
+        atomic_write_text(existing, "new")
+    finally:
+        os.umask(old_umask)
+
+    def mode(path):
+        return stat.S_IMODE(os.stat(path).st_mode)
+
+    # New files: 0o666 less the umask, as `open()` makes them.
+    shard = [n for n in os.listdir(out) if n.endswith(".tfrecord")][0]
+    assert mode(out / shard) == 0o644
+    assert mode(out / "manifest.json") == 0o644
+    assert mode(tmp_path / "new.txt") == 0o644
+    # A replaced file keeps its permissions.
+    assert mode(existing) == 0o640
+    assert existing.read_text() == "new"
+
+
 @pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
     reason="The writer does not depend on the Keras backend and each spawned "
@@ -395,3 +428,96 @@ def test_cli(tmp_path, capsys):
     )
     assert code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def _cli(*args):
+    from keras_superclass.cli.main import main
+
+    return main(["shards", *map(str, args), "--quiet"])
+
+
+def test_cli_no_record_written_is_an_error_that_names_the_path(
+    tmp_path, capsys
+):
+    root = tmp_path / "data"
+    (root / "imgs").mkdir(parents=True)
+    for i in range(3):
+        (root / "imgs" / f"{i}.png").write_bytes(_png())
+    # The table's paths are relative to `data`, not to `data/imgs`.
+    rows = "".join(f"imgs/{i}.png,a red box {i}\n" for i in range(3))
+    (root / "captions.csv").write_text("file,caption\n" + rows)
+    out = tmp_path / "out"
+    code = _cli(
+        "--images", root / "imgs", "--captions", root / "captions.csv",
+        "--out", out,
+    )  # fmt: skip
+    assert code == 2
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1  # One line, no traceback.
+    assert "No record was written" in error
+    assert "missing_image=3" in error
+    tried = str(root / "imgs" / "imgs" / "0.png")
+    assert f"looked for at {tried!r}, which does not exist" in error
+    assert "relative to the images folder (--images" in error
+    assert f"It is in {str(root)!r}: pass that as --images" in error
+    assert not out.exists()  # Nothing half-done is left behind.
+    # The corrected command needs no --overwrite.
+    code = _cli(
+        "--images", root, "--captions", root / "captions.csv", "--out", out
+    )
+    assert code == 0
+    assert read_manifest(out)["num_records"] == 3
+
+
+def test_manifest_and_cli_list_the_skipped_files(tmp_path, capsys, monkeypatch):
+    images, rows = _folder(tmp_path)
+    lines = ["file,caption"] + [
+        f"{f},{c}" for f, c in rows if isinstance(c, str) and "," not in c
+    ]
+    (tmp_path / "c.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    code = _cli(
+        "--images", images, "--captions", tmp_path / "c.csv", "--out", out,
+        "--records-per-shard", 4,
+    )  # fmt: skip
+    assert code == 0
+    manifest = read_manifest(out)
+    assert manifest["skipped_files"] == {
+        "empty_caption": ["good0.png", "good1.png"],
+        "missing_image": ["missing.png"],
+        "undecodable_image": ["bad.jpg"],
+        "unsafe_member_name": ["../good0.png"],
+    }
+    assert manifest["skipped_files_more"] == {}
+    assert manifest["shards"][1]["skipped_files"] == {
+        "missing_image": ["missing.png"],
+        "undecodable_image": ["bad.jpg"],
+    }
+    printed = capsys.readouterr().out
+    assert "empty_caption: 2 (good0.png, good1.png)" in printed
+    assert "missing_image: 1 (missing.png)" in printed
+    assert "skipped_files" in printed
+
+    # Long lists are cut, with a count of the names left out.
+    monkeypatch.setattr(shard_writer, "MAX_SKIPPED_NAMES", 1)
+    manifest = write_shards(
+        images,
+        tmp_path / "cut",
+        captions_file=tmp_path / "c.csv",
+        records_per_shard=4,
+        progress=False,
+    )
+    assert manifest["skipped_files"]["empty_caption"] == ["good0.png"]
+    assert manifest["skipped_files_more"] == {"empty_caption": 1}
+
+
+def test_cli_max_image_size_and_its_old_name(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.png").write_bytes(_png(size=(12, 8)))
+    (images / "a.txt").write_text("a red box")
+    for flag in ("--max-image-size", "--max-size"):
+        out = tmp_path / flag.strip("-")
+        assert _cli("--images", images, "--out", out, flag, 6) == 0
+        (record,) = _read_records(out)
+        assert Image.open(io.BytesIO(record["image"])).size == (6, 4)

@@ -280,6 +280,45 @@ def test_read_captions_text_jsonl_tfrecord(tmp_path):
         list(synsets.read_captions(str(tmp_path / "none-*.txt")))
 
 
+def test_read_captions_gzipped_jsonl(tmp_path):
+    import gzip
+
+    path = tmp_path / "c.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write(json.dumps({"text": "black dog"}) + "\n\n  \n")
+        f.write(json.dumps({"text": "an image"}) + "\n")
+    assert list(synsets.read_captions(path, column="text")) == [
+        "black dog",
+        "an image",
+    ]
+    # Through the CLI, with the flag's old name still accepted.
+    out = tmp_path / "vocab.json"
+    for flag in ("--caption-column", "--column"):
+        code = cli_main(
+            ["synsets", "--captions", str(path), flag, "text"]
+            + ["--min-count", "0", "--workers", "1", "--quiet"]
+            + ["--out", str(out)]
+        )
+        assert code == 0
+        keys = synsets.SynsetVocabulary.load(out).keys
+        assert {BLACK, DOG, IMAGE} <= set(keys)
+
+
+def test_bad_json_line_names_file_and_line(tmp_path, capsys):
+    path = tmp_path / "c.jsonl"
+    path.write_text(json.dumps({"caption": "a dog"}) + "\n\n{broken\n")
+    with pytest.raises(ValueError, match=r"c\.jsonl:3 is not a JSON line"):
+        list(synsets.read_captions(path))
+    code = cli_main(
+        ["synsets", "--captions", str(path), "--workers", "1", "--quiet"]
+        + ["--out", str(tmp_path / "vocab.json")]
+    )
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "c.jsonl:3 is not a JSON line" in error
+    assert "'{broken'" in error
+
+
 def test_cli_synsets(tmp_path, capsys):
     captions = tmp_path / "captions.txt"
     captions.write_text("black dog\nblack dogs\nan image of a dog\na photo\n")
@@ -315,3 +354,50 @@ def test_cli_synsets(tmp_path, capsys):
         ["synsets", "--captions", str(tmp_path / "x.txt"), "--out", str(out)]
     )
     assert code == 2
+
+
+def test_cli_shards_store_synset_labels(tmp_path, capsys):
+    import tensorflow as tf
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    captions = ["a black dog", "an image of two dogs", "a tree", "???"]
+    rows = ["file,caption"]
+    for i, caption in enumerate(captions):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(images / f"{i}.png")
+        rows.append(f"{i}.png,{caption}")
+    (tmp_path / "c.csv").write_text("\n".join(rows) + "\n")
+    vocab = synsets.SynsetVocabulary([DOG, BLACK, IMAGE])
+    vocab.save(tmp_path / "vocab.json")
+    out = tmp_path / "out"
+    args = ["shards", "--images", str(images), "--captions"]
+    args += [str(tmp_path / "c.csv"), "--out", str(out), "--quiet"]
+    code = cli_main(
+        args + ["--synset-vocabulary", str(tmp_path / "vocab.json")]
+    )
+    assert code == 0
+    labels = {}
+    for name in os.listdir(out):
+        if name.endswith(".tfrecord"):
+            for raw in tf.compat.v1.io.tf_record_iterator(str(out / name)):
+                feature = tf.train.Example.FromString(raw).features.feature
+                caption = feature["caption"].bytes_list.value[0].decode()
+                labels[caption] = list(feature["synsets"].int64_list.value)
+    assert labels == {c: vocab.labels(c) for c in captions}
+    assert labels["a black dog"] == [1, 0]  # black, dog
+    assert labels["an image of two dogs"] == [2, 0]  # image, dog
+    assert labels["a tree"] == [] and labels["???"] == []
+    with open(out / "manifest.json") as f:
+        assert json.load(f)["extra_features"] == ["synsets"]
+
+    # Shards of another vocabulary are not mixed into these.
+    synsets.SynsetVocabulary([DOG]).save(tmp_path / "other.json")
+    code = cli_main(
+        args + ["--synset-vocabulary", str(tmp_path / "other.json")]
+    )
+    assert code == 2
+    assert "other arguments" in capsys.readouterr().err
+    code = cli_main(args + ["--synset-vocabulary", str(tmp_path / "no.json")])
+    assert code == 2
+    assert "keras-superclass synsets" in capsys.readouterr().err

@@ -15,11 +15,17 @@ def add_parser(subparsers):
     )
     parser.add_argument(
         "--captions",
+        nargs="+",
         required=True,
-        help="caption file(s): .txt (one a line), .jsonl, .csv, or a "
-        "TFRecord shard glob with a 'caption' feature",
+        help="caption files, globs or folders: .txt (one a line), .jsonl, "
+        ".csv, or TFRecord shards with a 'caption' feature (.gz allowed)",
     )
-    parser.add_argument("--caption-column", default="caption")
+    parser.add_argument(
+        "--caption-column",
+        default="caption",
+        help="caption field of JSONL / CSV / TFRecord inputs "
+        "(default: caption)",
+    )
     parser.add_argument(
         "--bpe-path",
         default=None,
@@ -59,14 +65,16 @@ def run(args):
         show_progress=not args.quiet,
     )
     if num_documents == 0:
-        raise ValueError(f"No caption was read from {args.captions!r}.")
+        raise ValueError(
+            f"No caption was read from {' '.join(args.captions)!r}."
+        )
     save_document_frequencies(
         args.out,
         df,
         num_documents,
         tokenizer_kind=tokenizer_kind(tokenizer),
         metadata={
-            "captions": str(args.captions),
+            "captions": " ".join(args.captions),
             "tokenizer": str(args.tokenizer),
             "records_skipped": source.num_skipped,
         },

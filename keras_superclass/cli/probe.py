@@ -11,8 +11,8 @@ import os
 
 import numpy as np
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+from keras_superclass.utils.constants import OPENAI_MEAN
+from keras_superclass.utils.constants import OPENAI_STD
 
 
 def _int_list(text):

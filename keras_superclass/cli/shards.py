@@ -3,14 +3,16 @@
 Examples:
 
     keras-superclass shards --images imgs/ --captions captions.csv \\
-        --out shards/ --max-size 336 --workers 4
-    keras-superclass shards --tar 'laion/{00000..00099}.tar' --out shards/
+        --out shards/ --max-image-size 336 --workers 4
+    keras-superclass shards --tar 'laion/{00000..00099}.tar' --out shards/ \\
+        --synset-vocabulary synsets.json
     keras-superclass shards --demo --out demo_data --num-train 2048 \\
         --num-test 512
 """
 
+import argparse
 import glob
-import json
+import os
 import re
 
 
@@ -57,17 +59,33 @@ def add_parser(subparsers):
         help="captions file (.csv, .tsv, .jsonl, .parquet) for --images; "
         "without it each image needs a NAME.txt beside it",
     )
-    parser.add_argument("--image-column", default="file")
-    parser.add_argument("--caption-column", default="caption")
+    parser.add_argument(
+        "--image-column",
+        default="file",
+        help="captions file column with the image path, relative to the "
+        "--images folder (default: file)",
+    )
+    parser.add_argument(
+        "--caption-column",
+        default="caption",
+        help="captions file column with the caption (default: caption)",
+    )
     parser.add_argument("--key-column", default=None)
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--records-per-shard", type=int, default=1000)
     parser.add_argument(
-        "--max-size",
+        "--max-image-size",
         type=int,
         default=None,
         help="re-encode images whose longest side is larger to this size "
         "(JPEG quality 95); the reference uses 336",
+    )
+    parser.add_argument(
+        "--synset-vocabulary",
+        metavar="FILE",
+        help="CatLIP synset vocabulary (JSON from `keras-superclass "
+        "synsets`): store each caption's synset class ids as the int64-list "
+        "feature 'synsets' (needs WordNet for NLTK)",
     )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--prefix", default="shard")
@@ -76,7 +94,22 @@ def add_parser(subparsers):
         action="store_true",
         help="discard an earlier run with other arguments in --out",
     )
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    # Old names of the flags, still accepted.
+    parser.add_argument(
+        "--max-size",
+        dest="max_image_size",
+        type=int,
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
+    parser.add_argument(
+        "--no-progress",
+        dest="quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
     demo = parser.add_argument_group("demo dataset")
     demo.add_argument("--num-train", type=int, default=2048)
     demo.add_argument("--num-test", type=int, default=512)
@@ -86,19 +119,49 @@ def add_parser(subparsers):
 
 
 def _summary(manifest, out):
+    """The lines printed after writing: counts, then each skip reason with
+    its first names (the manifest lists them)."""
     skipped = ", ".join(f"{k}={v}" for k, v in manifest["skipped"].items())
-    return (
+    lines = [
         f"{out}: {manifest['num_records']} records in "
         f"{len(manifest['shards'])} shards; skipped {manifest['num_skipped']}"
         + (f" ({skipped})" if skipped else "")
-    )
+    ]
+    if manifest["num_skipped"]:
+        from keras_superclass.data.shard_writer import format_skipped
+
+        lines += [f"  {line}" for line in format_skipped(manifest)]
+        lines.append(
+            f"  (skipped inputs by name: 'skipped_files' in "
+            f"{os.path.join(out, 'manifest.json')})"
+        )
+    return "\n".join(lines)
+
+
+def _synset_features(path):
+    """The shard writer's `extra_features_fn` of `--synset-vocabulary`."""
+    from keras_superclass.data import synsets
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"--synset-vocabulary {path!r} does not exist; build one with "
+            f"`keras-superclass synsets`."
+        )
+    try:
+        synsets.check_wordnet()
+    except RuntimeError as error:
+        raise ValueError(str(error)) from error
+    return synsets.synset_extra_features_fn(path)
 
 
 def run(args):
     chosen = [bool(args.images), bool(args.tar), bool(args.demo)]
     if sum(chosen) != 1:
         raise ValueError("give exactly one of --images, --tar or --demo")
-    progress = not args.no_progress
+    progress = not args.quiet
+    extra_features_fn = None
+    if args.synset_vocabulary:
+        extra_features_fn = _synset_features(args.synset_vocabulary)
     if args.demo:
         from keras_superclass.data.demo_dataset import write_demo_dataset
 
@@ -111,6 +174,7 @@ def run(args):
             records_per_shard=min(args.records_per_shard, 512),
             workers=args.workers,
             progress=progress,
+            extra_features_fn=extra_features_fn,
         )
         for split, manifest in manifests.items():
             print(_summary(manifest, f"{args.out}/{split}"))
@@ -134,13 +198,12 @@ def run(args):
         caption_column=args.caption_column,
         key_column=args.key_column,
         records_per_shard=args.records_per_shard,
-        max_image_size=args.max_size,
+        max_image_size=args.max_image_size,
+        extra_features_fn=extra_features_fn,
         workers=args.workers,
         prefix=args.prefix,
         progress=progress,
         overwrite=args.overwrite,
     )
     print(_summary(manifest, args.out))
-    if manifest["num_skipped"]:
-        print("skipped by reason: " + json.dumps(manifest["skipped"]))
     return 0

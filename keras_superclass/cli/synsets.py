@@ -1,5 +1,6 @@
 """`keras-superclass synsets`: build a CatLIP WordNet synset vocabulary."""
 
+import argparse
 import os
 import sys
 
@@ -14,20 +15,30 @@ def add_parser(subparsers):
         description="Mines WordNet noun synsets from captions as CatLIP does "
         "and keeps those seen in more than --min-count captions, the "
         "--max-size most frequent. Captions: text files (one per line), "
-        "JSONL files (--column field) or TFRecord shards (bytes feature "
-        "--column); paths may be globs. Needs WordNet for NLTK "
+        "JSONL or CSV files (--caption-column field) or TFRecord shards "
+        "(bytes feature --caption-column), optionally gzipped; paths may be "
+        "globs or folders. Needs WordNet for NLTK "
         "(scripts/install_wordnet.sh).",
     )
     parser.add_argument(
         "--captions",
         nargs="+",
         required=True,
-        help="caption files or globs (.txt, .jsonl, .tfrecord*)",
+        help="caption files, globs or folders (.txt, .jsonl, .csv, "
+        ".tfrecord*; .gz allowed)",
     )
     parser.add_argument(
-        "--column",
+        "--caption-column",
         default="caption",
-        help="caption field of JSONL / TFRecord inputs (default: caption)",
+        help="caption field of JSONL / CSV / TFRecord inputs "
+        "(default: caption)",
+    )
+    # The flag's old name, still accepted.
+    parser.add_argument(
+        "--column",
+        dest="caption_column",
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
     )
     parser.add_argument(
         "--min-count",
@@ -64,7 +75,7 @@ def run(args):
         synsets.check_wordnet()
     except RuntimeError as error:
         raise ValueError(str(error)) from error
-    captions = synsets.read_captions(args.captions, column=args.column)
+    captions = synsets.read_captions(args.captions, column=args.caption_column)
     counts, lemmas, num_captions = synsets.count_synsets(
         captions, workers=args.workers, show_progress=not args.quiet
     )

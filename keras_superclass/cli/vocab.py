@@ -18,9 +18,10 @@ def add_parser(subparsers):
     )
     parser.add_argument(
         "--captions",
+        nargs="+",
         required=True,
-        help="caption file(s): .txt (one a line), .jsonl, .csv, or a "
-        "TFRecord shard glob with a 'caption' feature",
+        help="caption files, globs or folders: .txt (one a line), .jsonl, "
+        ".csv, or TFRecord shards with a 'caption' feature (.gz allowed)",
     )
     parser.add_argument("--size", type=int, default=32000)
     parser.add_argument(
@@ -29,7 +30,12 @@ def add_parser(subparsers):
         default=1,
         help="word kind: keep words seen at least this often",
     )
-    parser.add_argument("--caption-column", default="caption")
+    parser.add_argument(
+        "--caption-column",
+        default="caption",
+        help="caption field of JSONL / CSV / TFRecord inputs "
+        "(default: caption)",
+    )
     parser.add_argument(
         "--max-captions",
         type=int,
@@ -50,7 +56,9 @@ def run(args):
     source = iter_captions(args.captions, args.caption_column)
     captions = list(itertools.islice(source, args.max_captions))
     if not captions:
-        raise ValueError(f"No caption was read from {args.captions!r}.")
+        raise ValueError(
+            f"No caption was read from {' '.join(args.captions)!r}."
+        )
     kwargs = {}
     if args.kind == "word":
         kwargs["min_count"] = args.min_count

@@ -37,19 +37,19 @@ _LAZY = {
     "reader": ("keras_superclass.data.reader", None),
     "transforms": ("keras_superclass.data.transforms", None),
     "image_text_dataset": (
-        "keras_superclass.data.reader",
+        "keras_superclass.data.datasets",
         "image_text_dataset",
     ),
     "labelled_image_dataset": (
-        "keras_superclass.data.reader",
+        "keras_superclass.data.datasets",
         "labelled_image_dataset",
     ),
     "CorruptRecordCounter": (
-        "keras_superclass.data.reader",
+        "keras_superclass.data.corrupt_records",
         "CorruptRecordCounter",
     ),
     "CorruptRecordReport": (
-        "keras_superclass.data.reader",
+        "keras_superclass.data.corrupt_records",
         "CorruptRecordReport",
     ),
     "tokenizers": ("keras_superclass.data.tokenizers", None),

@@ -273,6 +273,7 @@ def write_demo_dataset(
     records_per_shard=512,
     workers=1,
     progress=True,
+    extra_features_fn=None,
 ):
     """Writes the demo dataset as `out_dir/train` and `out_dir/test` shards.
 
@@ -285,6 +286,8 @@ def write_demo_dataset(
         records_per_shard: scenes per shard.
         workers: writer processes.
         progress: show progress bars.
+        extra_features_fn: more int64-list features of a caption, as in
+            `write_shards` (e.g. CatLIP synset labels).
 
     Returns:
         Dict `split -> manifest`.
@@ -303,6 +306,7 @@ def write_demo_dataset(
             prefix=split,
             progress=progress,
             metadata={"class_names": CLASS_NAMES, "demo": True},
+            extra_features_fn=extra_features_fn,
         )
     return manifests
 

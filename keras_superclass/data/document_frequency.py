@@ -6,8 +6,6 @@ once per caption; special ids get 0). The table feeds
 with `keras_superclass.losses.load_document_frequencies`.
 """
 
-import csv
-import glob
 import json
 import os
 import sys
@@ -15,250 +13,29 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from keras_superclass.data import python_ops
-from keras_superclass.losses import load_document_frequencies
-
-TEXT_EXTENSIONS = (".txt",)
-JSONL_EXTENSIONS = (".jsonl", ".json", ".ndjson")
-CSV_EXTENSIONS = (".csv", ".tsv")
-TFRECORD_EXTENSIONS = (".tfrecord", ".tfrecords", ".tfrec")
+from keras_superclass.data.captions import CaptionSource
+from keras_superclass.data.captions import iter_captions
+from keras_superclass.utils.io import atomic_path
 
 __all__ = [
     "CaptionSource",
     "captions_dataset",
     "compute_document_frequencies",
     "iter_captions",
-    "load_document_frequencies",
+    "load_document_frequencies",  # noqa: F822 (module __getattr__)
     "save_document_frequencies",
 ]
 
 
-def _expand_source(source):
-    if isinstance(source, list | tuple):
-        files = []
-        for item in source:
-            files.extend(_expand_source(item))
-        return files
-    source = os.fspath(source)
-    if glob.has_magic(source):
-        files = sorted(glob.glob(source))
-        if not files:
-            raise FileNotFoundError(f"No file matches {source!r}.")
-        return files
-    if not os.path.exists(source):
-        raise FileNotFoundError(f"Caption source {source!r} does not exist.")
-    if os.path.isdir(source):
-        files = sorted(
-            os.path.join(source, name)
-            for name in os.listdir(source)
-            if _file_format(name) is not None
-        )
-        if not files:
-            raise FileNotFoundError(
-                f"{source!r} holds no caption file (.txt, .jsonl, .csv, "
-                f".tfrecord)."
-            )
-        return files
-    return [source]
+def __getattr__(name):
+    # The table's loader lives with the loss that uses it; it is re-exported
+    # here on first use only, so that importing the data package does not
+    # import the losses (and with them Keras layers).
+    if name == "load_document_frequencies":
+        from keras_superclass import losses
 
-
-def _file_format(path):
-    name = path.lower()
-    if name.endswith(".gz"):
-        name = name[:-3]
-    for fmt, extensions in (
-        ("text", TEXT_EXTENSIONS),
-        ("jsonl", JSONL_EXTENSIONS),
-        ("csv", CSV_EXTENSIONS),
-        ("tfrecord", TFRECORD_EXTENSIONS),
-    ):
-        if name.endswith(extensions):
-            return fmt
-    return None
-
-
-class CaptionSource:
-    """Iterable over the captions of text, JSONL, CSV or TFRecord files.
-
-    - `.txt`: one caption per line (empty lines kept as empty captions).
-    - `.jsonl`/`.json`: one JSON object per line; `caption_column` is read.
-    - `.csv`/`.tsv`: a header row naming `caption_column`.
-    - `.tfrecord`/`.tfrecords`/`.tfrec` (or any other name): serialized
-      `tf.train.Example`s with a bytes feature `caption_column`.
-      Records that fail to parse, lack the feature, or sit after a corrupt
-      point of a file are skipped and counted in `num_skipped`.
-    A `.gz` suffix reads the file compressed.
-
-    Attributes:
-        num_read: captions yielded by the last full iteration.
-        num_skipped: records skipped by it.
-    """
-
-    def __init__(self, source, caption_column="caption"):
-        self.files = _expand_source(source)
-        self.caption_column = caption_column
-        self.num_read = 0
-        self.num_skipped = 0
-
-    def __iter__(self):
-        self.num_read = 0
-        self.num_skipped = 0
-        for path in self.files:
-            fmt = _file_format(path) or "tfrecord"
-            reader = getattr(self, f"_read_{fmt}")
-            for caption in reader(path):
-                self.num_read += 1
-                yield caption
-
-    @property
-    def is_tfrecord(self):
-        """Whether every file is a TFRecord shard."""
-        return all(
-            (_file_format(p) or "tfrecord") == "tfrecord" for p in self.files
-        )
-
-    def _parse_records(self, records):
-        captions, valid = [], []
-        column = self.caption_column
-        for record in records:
-            try:
-                example = tf.train.Example.FromString(record)
-                values = example.features.feature[column].bytes_list.value
-                caption = values[0]
-                caption.decode("utf-8")
-            except Exception:  # Not an Example, no caption, not UTF-8.
-                captions.append(b"")
-                valid.append(False)
-                continue
-            captions.append(caption)
-            valid.append(True)
-        return np.array(captions, dtype=object), np.array(valid, dtype=bool)
-
-    def tfrecord_batches(self, batch_size=1024):
-        """Batches `(captions (B,), valid (B,) bool)` read in the graph.
-
-        Faster than iterating for large shards: records are read and
-        batched by tf.data, only the caption is decoded (in one Python
-        call per batch). Invalid records have `valid=False`; a corrupt
-        file tail is skipped with a logged warning (not counted).
-        """
-
-        def read(path):
-            compression = tf.where(
-                tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", ""
-            )
-            return tf.data.TFRecordDataset(path, compression).ignore_errors(
-                log_warning=True
-            )
-
-        def parse(records):
-            captions, valid = python_ops.numpy_function(
-                self._parse_records,
-                [records],
-                (tf.string, tf.bool),
-                stateful=False,
-            )
-            return (
-                tf.ensure_shape(captions, [None]),
-                tf.ensure_shape(valid, [None]),
-            )
-
-        files = tf.data.Dataset.from_tensor_slices(self.files)
-        records = files.interleave(
-            read,
-            cycle_length=min(4, len(self.files)),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=False,
-        )
-        return records.batch(batch_size).map(
-            parse, num_parallel_calls=tf.data.AUTOTUNE
-        )
-
-    def _open_text(self, path):
-        if path.endswith(".gz"):
-            import gzip
-
-            return gzip.open(path, "rt", encoding="utf-8", newline="")
-        return open(path, encoding="utf-8", newline="")
-
-    def _read_text(self, path):
-        with self._open_text(path) as f:
-            for line in f:
-                yield line.rstrip("\r\n")
-
-    def _read_jsonl(self, path):
-        with self._open_text(path) as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                try:
-                    caption = json.loads(line)[self.caption_column]
-                except (ValueError, KeyError, TypeError):
-                    self.num_skipped += 1
-                    continue
-                if not isinstance(caption, str):
-                    self.num_skipped += 1
-                    continue
-                yield caption
-
-    def _read_csv(self, path):
-        delimiter = "\t" if ".tsv" in path.lower() else ","
-        with self._open_text(path) as f:
-            reader = csv.DictReader(f, delimiter=delimiter)
-            if self.caption_column not in (reader.fieldnames or ()):
-                raise ValueError(
-                    f"{path} has no column {self.caption_column!r} (columns: "
-                    f"{reader.fieldnames}); pass the right `caption_column`."
-                )
-            for row in reader:
-                caption = row.get(self.caption_column)
-                if caption is None:
-                    self.num_skipped += 1
-                    continue
-                yield caption
-
-    def _read_tfrecord(self, path):
-        compression = "GZIP" if path.endswith(".gz") else None
-        records = iter(
-            tf.data.TFRecordDataset(path, compression).as_numpy_iterator()
-        )
-        column = self.caption_column
-        while True:
-            try:
-                record = next(records)
-            except StopIteration:
-                return
-            except tf.errors.OpError as error:
-                # A truncated or corrupt file: the rest of it is unreadable.
-                print(
-                    f"warning: {path}: stopped reading at a corrupt record "
-                    f"({type(error).__name__}).",
-                    file=sys.stderr,
-                )
-                self.num_skipped += 1
-                return
-            try:
-                example = tf.train.Example.FromString(record)
-                values = example.features.feature[column].bytes_list.value
-                caption = values[0].decode("utf-8")
-            except Exception:  # Not an Example, no caption, not UTF-8.
-                self.num_skipped += 1
-                continue
-            yield caption
-
-
-def iter_captions(source, caption_column="caption"):
-    """Iterates the captions of a file, a glob, a directory or a list.
-
-    Returns a `CaptionSource` (iterable; after iterating, `num_read` and
-    `num_skipped` tell how many captions were read and records skipped).
-    See `CaptionSource` for the supported formats.
-
-    Example:
-    >>> captions = iter_captions("shards/train-*.tfrecord")  # doctest: +SKIP
-    >>> n = sum(1 for _ in captions); captions.num_skipped  # doctest: +SKIP
-    """
-    return CaptionSource(source, caption_column=caption_column)
+        return losses.load_document_frequencies
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def captions_dataset(captions, caption_column="caption"):
@@ -431,10 +208,7 @@ def save_document_frequencies(
     if np.any(df < 0) or np.any(df > num_documents):
         raise ValueError("Document frequencies must lie in [0, num_documents].")
     df = df.astype(np.int64)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
+    with atomic_path(path) as tmp:
         if path.endswith(".npz"):
             with open(tmp, "wb") as f:
                 np.savez(f, df=df, num_documents=np.int64(num_documents))
@@ -449,8 +223,4 @@ def save_document_frequencies(
                 table["metadata"] = metadata
             with open(tmp, "w", encoding="utf-8") as f:
                 json.dump(table, f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path

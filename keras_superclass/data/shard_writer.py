@@ -4,8 +4,9 @@
 be valid, non-blank UTF-8), optionally re-encodes large images so the
 longest side is at most `max_image_size` (JPEG quality 95, as the reference
 stores its data with the longest side <= 336), and writes one TFRecord shard
-per source task. Bad samples are skipped and counted by reason in
-`manifest.json`; nothing fails silently.
+per source task. Bad samples are skipped, counted by reason and listed by
+name in `manifest.json`; nothing fails silently, and a run that writes no
+record at all is an error that says why.
 
 Robustness: each shard is written to a temporary file in the output folder
 and moved into place with `os.replace`, then recorded as finished in
@@ -22,21 +23,16 @@ import shutil
 
 from keras_superclass.data import schema
 from keras_superclass.data.sources import as_source
+from keras_superclass.utils.io import TMP_MARK
+from keras_superclass.utils.io import atomic_path
+from keras_superclass.utils.io import atomic_write_text
 
 PROGRESS_DIR = ".progress"
-_TMP_MARK = ".tmp-"
+# Names of skipped inputs listed per reason (per shard and in all), so a
+# dataset with millions of bad inputs keeps a small manifest.
+MAX_SKIPPED_NAMES = 1000
 # Formats `tf.io.decode_image` reads; anything else is re-encoded.
 _TF_FORMATS = {"JPEG", "PNG", "GIF", "BMP", "WEBP"}
-
-
-def atomic_write_text(path, text):
-    """Writes `text` to `path` through a temporary file + `os.replace`."""
-    tmp = f"{path}{_TMP_MARK}{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def check_caption(caption):
@@ -105,12 +101,12 @@ def _write_one_shard(job):
 
     (source, task, out_dir, name, options) = job
     final = os.path.join(out_dir, name)
-    tmp = os.path.join(out_dir, f".{name}{_TMP_MARK}{os.getpid()}")
     skipped = {}
+    skipped_names = {}
     records = 0
     extra_names = set()
     extra_fn = options["extra_features_fn"]
-    with tf.io.TFRecordWriter(tmp) as writer:
+    with atomic_path(final) as tmp, tf.io.TFRecordWriter(tmp) as writer:
         for record in source.read(task):
             reason = record.skip_reason
             if reason is None:
@@ -123,6 +119,9 @@ def _write_one_shard(job):
                 )
             if reason is not None:
                 skipped[reason] = skipped.get(reason, 0) + 1
+                names = skipped_names.setdefault(reason, [])
+                if len(names) < MAX_SKIPPED_NAMES:
+                    names.append(record.name or record.key)
                 continue
             extra = dict(record.extra or {})
             if extra_fn is not None:
@@ -133,11 +132,10 @@ def _write_one_shard(job):
             )
             writer.write(example.SerializeToString())
             records += 1
-    os.replace(tmp, final)
     stats = {
         "file": name,
         "records": records,
-        "skipped": dict(sorted(skipped.items())),
+        **_skipped_entries(skipped, skipped_names),
         "extra_features": sorted(extra_names),
         "bytes": os.path.getsize(final),
     }
@@ -146,6 +144,43 @@ def _write_one_shard(job):
         json.dumps(stats, sort_keys=True),
     )
     return stats
+
+
+def _skipped_entries(skipped, names):
+    """The manifest's `skipped` (reason -> count), `skipped_files` (reason
+    -> names, at most `MAX_SKIPPED_NAMES`) and `skipped_files_more`
+    (reason -> how many skipped inputs the list leaves out)."""
+    more = {r: n - len(names.get(r, ())) for r, n in skipped.items()}
+    return {
+        "skipped": dict(sorted(skipped.items())),
+        "skipped_files": {r: list(names[r]) for r in sorted(names)},
+        "skipped_files_more": {r: n for r, n in sorted(more.items()) if n},
+    }
+
+
+def _merge_skipped(shards):
+    skipped, names = {}, {}
+    for shard in shards:
+        for reason, count in shard["skipped"].items():
+            skipped[reason] = skipped.get(reason, 0) + count
+        # Progress records of older versions have no names.
+        for reason, listed in shard.get("skipped_files", {}).items():
+            kept = names.setdefault(reason, [])
+            kept.extend(listed[: MAX_SKIPPED_NAMES - len(kept)])
+    return _skipped_entries(skipped, names)
+
+
+def format_skipped(manifest, examples=3):
+    """Lines `reason: count (first names, ...)` of a manifest's skipped
+    inputs, for a summary printed after writing."""
+    lines = []
+    for reason, count in manifest["skipped"].items():
+        names = manifest.get("skipped_files", {}).get(reason, [])
+        shown = ", ".join(names[:examples])
+        if count > len(names[:examples]):
+            shown += ", ..." if shown else "..."
+        lines.append(f"{reason}: {count} ({shown})")
+    return lines
 
 
 def _finished(out_dir, name):
@@ -232,20 +267,12 @@ def write_shards(
         "num_shards": len(tasks),
         "max_image_size": max_image_size,
         "reencode_all": bool(reencode_all),
-        "extra_features_fn": (
-            None
-            if extra_features_fn is None
-            else getattr(extra_features_fn, "__module__", "")
-            + "."
-            + getattr(
-                extra_features_fn, "__qualname__", repr(extra_features_fn)
-            )
-        ),
+        "extra_features_fn": _describe_function(extra_features_fn),
     }
     _check_same_run(out_dir, args, overwrite)
     # Remove temporary files a killed run left behind.
     for name in os.listdir(out_dir):
-        if _TMP_MARK in name:
+        if TMP_MARK in name:
             os.remove(os.path.join(out_dir, name))
 
     stats = {}
@@ -289,20 +316,21 @@ def write_shards(
         bar.close()
 
     shards = [stats[name] for name in names]
-    skipped = {}
-    for shard in shards:
-        for reason, count in shard["skipped"].items():
-            skipped[reason] = skipped.get(reason, 0) + count
+    skipped = _merge_skipped(shards)
+    if not _total(stats):
+        _remove_run(out_dir, names)
+        raise ValueError(_nothing_written(source, out_dir, skipped))
     extra = sorted({n for shard in shards for n in shard["extra_features"]})
     manifest = {
         "format": "keras_superclass.image_text_shards",
         "schema_version": schema.SCHEMA_VERSION,
         "num_records": _total(stats),
-        "num_skipped": sum(skipped.values()),
-        "skipped": dict(sorted(skipped.items())),
+        "num_skipped": sum(skipped["skipped"].values()),
+        **skipped,
         "extra_features": extra,
         "shards": [
-            {k: s[k] for k in ("file", "records", "skipped")} for s in shards
+            {"file": s["file"], "records": s["records"], **_merge_skipped([s])}
+            for s in shards
         ],
         "args": args,
         "metadata": metadata or {},
@@ -312,6 +340,53 @@ def write_shards(
         json.dumps(manifest, indent=2, sort_keys=True) + "\n",
     )
     return manifest
+
+
+def _describe_function(fn):
+    """`module.name` of an `extra_features_fn` for the run's arguments,
+    plus its `fingerprint()` if it has one (e.g. of a vocabulary), so
+    that resuming with other labels is refused."""
+    if fn is None:
+        return None
+    text = getattr(fn, "__module__", "") + "."
+    text += getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    if callable(getattr(fn, "fingerprint", None)):
+        text += f"@{fn.fingerprint()}"
+    return text
+
+
+def _nothing_written(source, out_dir, skipped):
+    """The error message of a run that wrote no record."""
+    counts = skipped["skipped"]
+    if not counts:
+        return (
+            f"No record was written to {out_dir!r}: the source has no "
+            f"samples ({json.dumps(source.describe())})."
+        )
+    text = ", ".join(f"{r}={n}" for r, n in counts.items())
+    text = (
+        f"No record was written to {out_dir!r}: all {sum(counts.values())} "
+        f"inputs were skipped ({text})."
+    )
+    reason = max(counts, key=counts.get)
+    names = skipped["skipped_files"].get(reason)
+    if names:
+        hint = source.explain_skip(reason, names[0])
+        if hint is None:
+            hint = f"the first input skipped as {reason} is {names[0]!r}."
+        text += f" For example, {hint}"
+    return text
+
+
+def _remove_run(out_dir, names):
+    """Removes what a run that wrote nothing left (empty shards, progress,
+    an old manifest), so a corrected command starts afresh."""
+    for name in [*names, schema.MANIFEST_NAME]:
+        if os.path.exists(os.path.join(out_dir, name)):
+            os.remove(os.path.join(out_dir, name))
+    shutil.rmtree(os.path.join(out_dir, PROGRESS_DIR), ignore_errors=True)
+    if not os.listdir(out_dir):
+        os.rmdir(out_dir)
 
 
 def _total(stats):

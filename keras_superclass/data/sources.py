@@ -19,15 +19,15 @@ Sources:
 import csv
 import dataclasses
 import glob
-import json
 import os
 import posixpath
 import tarfile
 import zlib
 
 from keras_superclass.data import schema
+from keras_superclass.data.captions import read_json_lines
+from keras_superclass.utils.constants import IMAGE_EXTENSIONS
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 CAPTION_EXTENSION = ".txt"
 
 
@@ -41,6 +41,9 @@ class RawRecord:
         caption: caption as `str` or raw bytes, or `None` when missing.
         extra: optional dict `name -> list of int` of extra features.
         skip_reason: set when the source already knows the sample is bad.
+        name: where the sample comes from, as the manifest lists it when
+            the sample is skipped (e.g. the image path of a captions
+            table); default `key`.
     """
 
     key: str
@@ -48,6 +51,7 @@ class RawRecord:
     caption: str | bytes | None = None
     extra: dict | None = None
     skip_reason: str | None = None
+    name: str | None = None
 
 
 class Source:
@@ -62,6 +66,12 @@ class Source:
     def describe(self):
         """A JSON-able description recorded in the manifest."""
         return {"type": type(self).__name__}
+
+    def explain_skip(self, reason, name):
+        """Why the sample `name` was skipped for `reason` and how to fix
+        it, in a sentence, or `None`: the writer's error when nothing at
+        all was written shows it."""
+        return None
 
 
 def _chunks(n, size):
@@ -90,11 +100,9 @@ def _read_table(path, columns):
         )
     lower = path.lower()
     if lower.endswith((".jsonl", ".json", ".ndjson")):
-        rows = []
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            for line in f:
-                if line.strip():
-                    rows.append(json.loads(line))
+        rows = [
+            row for _, row in read_json_lines(path, errors="surrogateescape")
+        ]
     elif lower.endswith(".parquet"):
         import pyarrow.parquet as pq
 
@@ -191,29 +199,57 @@ class FolderSource(Source):
         start, stop = task
         for key, rel, caption in self.rows[start:stop]:
             key = key or os.path.splitext(rel)[0]
-            if not rel or _is_unsafe_name(rel):
-                yield RawRecord(key, skip_reason=schema.UNSAFE_MEMBER_NAME)
-                continue
-            path = os.path.join(self.image_dir, rel)
-            if self.captions_file is None:
-                txt = os.path.splitext(path)[0] + CAPTION_EXTENSION
-                if not os.path.exists(txt):
-                    yield RawRecord(key, skip_reason=schema.MISSING_CAPTION)
-                    continue
-                with open(txt, "rb") as f:
-                    caption = f.read()
-            if caption is None or (
-                isinstance(caption, float) and caption != caption
-            ):
-                yield RawRecord(key, skip_reason=schema.MISSING_CAPTION)
-                continue
-            try:
-                with open(path, "rb") as f:
-                    image = f.read()
-            except OSError:
-                yield RawRecord(key, skip_reason=schema.MISSING_IMAGE)
-                continue
-            yield RawRecord(key, image=image, caption=caption)
+            yield self._read_row(key, rel, caption)
+
+    def _read_row(self, key, rel, caption):
+        def skip(reason):
+            return RawRecord(key, skip_reason=reason, name=rel)
+
+        if not rel or _is_unsafe_name(rel):
+            return skip(schema.UNSAFE_MEMBER_NAME)
+        path = os.path.join(self.image_dir, rel)
+        if self.captions_file is None:
+            txt = os.path.splitext(path)[0] + CAPTION_EXTENSION
+            if not os.path.exists(txt):
+                return skip(schema.MISSING_CAPTION)
+            with open(txt, "rb") as f:
+                caption = f.read()
+        if caption is None or (
+            isinstance(caption, float) and caption != caption
+        ):
+            return skip(schema.MISSING_CAPTION)
+        try:
+            with open(path, "rb") as f:
+                image = f.read()
+        except OSError:
+            return skip(schema.MISSING_IMAGE)
+        return RawRecord(key, image=image, caption=caption, name=rel)
+
+    def explain_skip(self, reason, name):
+        if reason == schema.MISSING_CAPTION and self.captions_file is None:
+            txt = os.path.splitext(name)[0] + CAPTION_EXTENSION
+            return (
+                f"image {name!r} has no caption file {txt!r} beside it; "
+                f"pass the table that maps images to captions (--captions)."
+            )
+        if reason != schema.MISSING_IMAGE or not self.captions_file:
+            return None
+        text = (
+            f"image {name!r} was looked for at "
+            f"{os.path.join(self.image_dir, name)!r}, which does not exist: "
+            f"the {self.image_column!r} column of "
+            f"{os.path.basename(self.captions_file)!r} holds paths relative "
+            f"to the images folder (--images / image_dir), here "
+            f"{self.image_dir!r}."
+        )
+        # Where such paths are often relative to instead.
+        for folder in (os.path.dirname(self.captions_file), os.getcwd()):
+            if os.path.isfile(os.path.join(folder, name)):
+                return f"{text} It is in {folder!r}: pass that as --images."
+        return (
+            f"{text} Pass as --images the folder these paths are relative "
+            f"to, or rewrite the {self.image_column!r} column."
+        )
 
     def describe(self):
         return {
@@ -274,6 +310,13 @@ class TarSource(Source):
         return list(self.tar_files)
 
     def read(self, task):
+        tar_name = os.path.basename(task)
+        for record in self._read_tar(task):
+            if record.name is None:
+                record.name = f"{tar_name}:{record.key}"
+            yield record
+
+    def _read_tar(self, task):
         groups = {}
 
         def finish(key, group):
@@ -320,9 +363,8 @@ class TarSource(Source):
             if not _has_end_marker(task, end):
                 raise tarfile.ReadError("archive ends without its end marker")
         except (tarfile.TarError, EOFError, OSError, zlib.error):
-            yield RawRecord(
-                os.path.basename(task), skip_reason=schema.CORRUPT_TAR
-            )
+            name = os.path.basename(task)
+            yield RawRecord(name, skip_reason=schema.CORRUPT_TAR, name=name)
         for key, group in groups.items():
             yield finish(key, group)
 

@@ -16,164 +16,36 @@ keys into class ids; a caption without a match has no label (all-zero
 target) and stays in the data.
 
 WordNet 3.0 must be installed for NLTK (`scripts/install_wordnet.sh` does
-it offline). Nothing here downloads data at run time.
+it offline). Nothing here downloads data at run time. Steps 1-4 live in
+`synset_mining` (re-exported here); this module builds vocabularies, labels
+captions and reads caption files.
 """
 
 import collections
-import functools
-import glob
 import hashlib
 import itertools
 import json
 import multiprocessing
 import os
-import re
 import sys
-import tempfile
-import urllib.parse
 
-import ftfy
 import numpy as np
+
+from keras_superclass.data.captions import CaptionSource
+from keras_superclass.data.synset_mining import _wordnet as _wordnet
+from keras_superclass.data.synset_mining import caption_synsets_with_lemmas
+from keras_superclass.data.synset_mining import caption_to_synsets
+from keras_superclass.data.synset_mining import check_wordnet
+from keras_superclass.data.synset_mining import clean_caption
+from keras_superclass.data.synset_mining import synset_key
+from keras_superclass.data.synset_mining import word_to_synset
+from keras_superclass.data.synset_mining import word_tokenize
+from keras_superclass.utils.io import atomic_write_text
+
+# `_wordnet` above is imported for `evaluation.transfer_init`.
 
 DEFAULT_MIN_COUNT = 500
 DEFAULT_MAX_SIZE = 24320
-
-_HTML_TAG = re.compile("<.*?>")
-_SPACES = re.compile(" +")
-
-_INSTALL_HINT = (
-    "Install WordNet 3.0 for NLTK offline with "
-    "`bash scripts/install_wordnet.sh` (Debian packages wordnet-base and "
-    "wordnet-sense-index), or point "
-    "NLTK_DATA at a directory holding corpora/wordnet/."
-)
-
-
-def clean_caption(caption):
-    """Cleans a caption exactly as corenet's `caption_preprocessing`.
-
-    URL-unquote, `+` -> space, drop HTML tags, strip leading/trailing
-    newlines, collapse runs of spaces, `ftfy.fix_text`, strip, lowercase.
-
-    Example:
-    >>> clean_caption("An+image%20of <b>black</b>  Dog.\\n")
-    'an image of black dog.'
-    """
-    caption = urllib.parse.unquote(str(caption))
-    caption = caption.replace("+", " ")
-    caption = _HTML_TAG.sub("", caption)
-    caption = caption.strip("\n")
-    caption = _SPACES.sub(" ", caption)
-    caption = ftfy.fix_text(caption)
-    return caption.strip().lower()
-
-
-@functools.cache
-def _tokenizers():
-    from nltk.tokenize.destructive import NLTKWordTokenizer
-    from nltk.tokenize.punkt import PunktSentenceTokenizer
-
-    return PunktSentenceTokenizer(), NLTKWordTokenizer()
-
-
-def word_tokenize(text):
-    """NLTK's `word_tokenize` without its downloadable Punkt model.
-
-    `nltk.word_tokenize` splits sentences with the pre-trained English Punkt
-    model (the `punkt_tab` data download) and then runs `NLTKWordTokenizer`
-    on each sentence. Here sentences are split by an untrained
-    `PunktSentenceTokenizer`, which needs no data: the two agree except
-    right after an abbreviation the English model knows (e.g. "mr.").
-
-    Example:
-    >>> word_tokenize("an image of black dog.")
-    ['an', 'image', 'of', 'black', 'dog', '.']
-    """
-    sentences, words = _tokenizers()
-    return [
-        token
-        for sentence in sentences.tokenize(text)
-        for token in words.tokenize(sentence)
-    ]
-
-
-@functools.cache
-def _wordnet():
-    """`(wordnet, lemmatizer)`, loaded once; clear error when missing."""
-    try:
-        from nltk.corpus import wordnet
-        from nltk.stem import WordNetLemmatizer
-
-        wordnet.ensure_loaded()
-    except LookupError as error:
-        raise RuntimeError(
-            f"NLTK cannot find the WordNet corpus. {_INSTALL_HINT}"
-        ) from error
-    return wordnet, WordNetLemmatizer()
-
-
-def check_wordnet():
-    """Raises a `RuntimeError` naming the fix when WordNet is missing."""
-    _wordnet()
-
-
-def synset_key(synset):
-    """`f"{pos}{offset}"` of an NLTK synset, e.g. `"n5928118"`."""
-    return f"{synset.pos()}{synset.offset()}"
-
-
-@functools.lru_cache(maxsize=1 << 18)
-def word_to_synset(word):
-    """`(key, lemma)` of a word's first noun sense, or `None`.
-
-    The word is lemmatized as a noun; `wn.synset(f"{lemma}.n.01")` must
-    exist and be named exactly `f"{lemma}.n.01"` (so "photo", whose first
-    sense is photograph.n.01, gives `None`).
-    """
-    wordnet, lemmatizer = _wordnet()
-    try:
-        lemma = lemmatizer.lemmatize(word)
-        synset = wordnet.synset(f"{lemma}.n.01")
-    except Exception:  # WordNetError, or a malformed name.
-        return None
-    if synset.name() != f"{lemma}.n.01":
-        return None
-    return synset_key(synset), lemma
-
-
-def caption_synsets_with_lemmas(caption):
-    """`[(key, lemma), ...]` of a caption's synsets, unique, in order."""
-    seen = {}
-    for word in word_tokenize(clean_caption(caption)):
-        match = word_to_synset(word)
-        if match is not None and match[0] not in seen:
-            seen[match[0]] = match[1]
-    return list(seen.items())
-
-
-def caption_to_synsets(caption):
-    """The synset keys of a caption, unique, in order of appearance.
-
-    Example:
-    >>> caption_to_synsets("An image of black dogs.")
-    ['n5928118', 'n4960277', 'n2084071']
-    """
-    return [key for key, _ in caption_synsets_with_lemmas(caption)]
-
-
-def _atomic_write_text(path, text):
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 class SynsetVocabulary:
@@ -280,7 +152,7 @@ class SynsetVocabulary:
 
     def save(self, path):
         """Writes the vocabulary as JSON, atomically."""
-        _atomic_write_text(path, json.dumps(self.entries, indent=0) + "\n")
+        atomic_write_text(path, json.dumps(self.entries, indent=0) + "\n")
 
     @classmethod
     def load(cls, path):
@@ -450,6 +322,11 @@ class SynsetFeatures:
     def __call__(self, caption):
         return {"synsets": self.vocabulary.labels(caption)}
 
+    def fingerprint(self):
+        """The vocabulary's fingerprint: the shard writer records it, so
+        shards of two vocabularies are never mixed."""
+        return self.vocabulary.fingerprint()
+
 
 def synset_extra_features_fn(vocabulary):
     """The `extra_features_fn` of the shard writer for synset labels."""
@@ -526,95 +403,47 @@ def synset_labels_for_captions(
             labels.extend(chunk)
             bar.update(len(chunk))
     if cache_path is not None:
-        _atomic_write_text(
+        atomic_write_text(
             cache_path,
             json.dumps({"fingerprint": fingerprint, "labels": labels}),
         )
     return labels
 
 
-def _expand(paths):
-    if isinstance(paths, str | os.PathLike):
-        paths = [paths]
-    files = []
-    for path in paths:
-        path = os.fspath(path)
-        matches = sorted(glob.glob(path)) if glob.has_magic(path) else [path]
-        if not matches:
-            raise FileNotFoundError(f"No file matches {path!r}.")
-        files.extend(matches)
-    for path in files:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"Caption file {path!r} does not exist.")
-    return files
-
-
-def _is_tfrecord(path):
-    name = path.lower()
-    return ".tfrecord" in name or name.endswith(".tfr")
-
-
 def read_captions(paths, column="caption"):
-    """Streams captions from text, JSONL or TFRecord files.
+    """Streams captions from caption files, strictly.
 
-    - `*.jsonl` / `*.json` lines: the `column` field of each JSON object;
-    - TFRecord shards (`*.tfrecord*`): the bytes feature `column` of each
-      `tf.train.Example`, read with tf.data;
-    - anything else: one caption per line (empty lines skipped).
+    Reads text (one caption per line, blank lines skipped), JSON lines (the
+    `column` field), CSV / TSV (the `column` column) and TFRecord files
+    (the bytes feature `column`), any of them gzipped (`.gz`): see
+    `keras_superclass.data.captions`. A bad line or record raises a
+    `ValueError` naming the file and the line.
 
     Args:
-        paths: a path, a glob, or a list of them.
-        column: the caption field of JSONL and TFRecord files.
+        paths: a path, a glob, a folder, or a list of them.
+        column: the caption field of JSONL, CSV and TFRecord files.
 
     Yields:
         Caption strings.
     """
-    for path in _expand(paths):
-        if _is_tfrecord(path):
-            yield from _read_tfrecord_captions(path, column)
-        elif path.lower().endswith((".jsonl", ".json", ".jsonl.gz")):
-            yield from _read_jsonl_captions(path, column)
-        else:
-            with open(path, encoding="utf-8") as f:
-                for line in f:
-                    line = line.rstrip("\n")
-                    if line.strip():
-                        yield line
+    yield from CaptionSource(paths, caption_column=column, strict=True)
 
 
-def _read_jsonl_captions(path, column):
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(
-                    f"{path}:{number} is not a JSON line: {error}"
-                ) from error
-            if not isinstance(record, dict) or column not in record:
-                raise ValueError(
-                    f"{path}:{number} has no {column!r} field; pass the "
-                    f"caption column with `--column`."
-                )
-            yield str(record[column])
-
-
-def _read_tfrecord_captions(path, column):
-    import tensorflow as tf
-
-    spec = {column: tf.io.FixedLenFeature([], tf.string)}
-    dataset = tf.data.TFRecordDataset(path, compression_type=_compression(path))
-    dataset = dataset.map(lambda r: tf.io.parse_single_example(r, spec)[column])
-    for value in dataset.as_numpy_iterator():
-        yield value.decode("utf-8")
-
-
-def _compression(path):
-    name = path.lower()
-    if name.endswith(".gz"):
-        return "GZIP"
-    if name.endswith(".zlib"):
-        return "ZLIB"
-    return ""
+__all__ = [
+    "DEFAULT_MAX_SIZE",
+    "DEFAULT_MIN_COUNT",
+    "SynsetFeatures",
+    "SynsetVocabulary",
+    "build_synset_vocabulary",
+    "caption_synsets_with_lemmas",
+    "caption_to_synsets",
+    "check_wordnet",
+    "clean_caption",
+    "count_synsets",
+    "read_captions",
+    "synset_extra_features_fn",
+    "synset_key",
+    "synset_labels_for_captions",
+    "word_to_synset",
+    "word_tokenize",
+]

@@ -28,8 +28,8 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_superclass.data import python_ops
-from keras_superclass.layers.image_normalization import OPENAI_MEAN
-from keras_superclass.layers.image_normalization import OPENAI_STD
+from keras_superclass.utils.constants import OPENAI_MEAN
+from keras_superclass.utils.constants import OPENAI_STD
 
 TRAIN_SCALE = (0.9, 1.0)
 STRONG_SCALE = (0.4, 1.0)

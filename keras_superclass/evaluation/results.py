@@ -2,7 +2,6 @@
 
 import json
 import os
-import tempfile
 import time
 
 import numpy as np
@@ -15,6 +14,7 @@ from keras_superclass.evaluation.linear_probe import infer_num_classes
 from keras_superclass.evaluation.linear_probe import linear_probe
 from keras_superclass.evaluation.linear_probe import probe_top_k_accuracy
 from keras_superclass.evaluation.linear_probe import top_k_accuracy
+from keras_superclass.utils.io import atomic_write_text
 
 PROTOCOLS = ("linear_probe", "knn", "few_shot")
 
@@ -245,21 +245,6 @@ def format_results_table(results):
     return summary + "\n\n" + "\n".join(lines) + "\n"
 
 
-def _atomic_write(path, text):
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temp_path = tempfile.mkstemp(
-        dir=directory, prefix=".tmp-", suffix=os.path.basename(path)
-    )
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise
-
-
 def write_results(results, out_dir):
     """Writes `results.json` and `results.md` into `out_dir`, atomically.
 
@@ -277,8 +262,8 @@ def write_results(results, out_dir):
     json_path = os.path.join(out_dir, "results.json")
     markdown_path = os.path.join(out_dir, "results.md")
     text = json.dumps(results, indent=2, allow_nan=False)
-    _atomic_write(json_path, text + "\n")
-    _atomic_write(
+    atomic_write_text(json_path, text + "\n")
+    atomic_write_text(
         markdown_path, "# Evaluation\n\n" + format_results_table(results)
     )
     return json_path, markdown_path

@@ -2,9 +2,8 @@
 
 import keras
 
-# OpenAI CLIP statistics; `keras_superclass.data.transforms` uses them too.
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+from keras_superclass.utils.constants import OPENAI_MEAN
+from keras_superclass.utils.constants import OPENAI_STD
 
 
 @keras.saving.register_keras_serializable(package="keras_superclass")
