@@ -20,9 +20,11 @@ from keras_superclass.data.reader import CorruptRecordCounter
 from keras_superclass.data.reader import CorruptRecordReport
 from keras_superclass.data.reader import image_text_dataset
 from keras_superclass.data.reader import labelled_image_dataset
+from keras_superclass.utils.constants import OPENAI_MEAN
+from keras_superclass.utils.constants import OPENAI_STD
 
-MEAN = np.array(transforms.OPENAI_MEAN, np.float32)
-STD = np.array(transforms.OPENAI_STD, np.float32)
+MEAN = np.array(OPENAI_MEAN, np.float32)
+STD = np.array(OPENAI_STD, np.float32)
 
 
 def make_label_fn(max_labels=8):

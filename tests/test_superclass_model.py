@@ -276,8 +276,8 @@ def test_architecture_presets_build_with_overrides():
 def test_on_device_normalisation_equals_host_normalisation(tmp_path):
     from keras_superclass.layers import ImageNormalization
     from keras_superclass.layers import SuperClassImageConverter
-    from keras_superclass.layers.image_normalization import OPENAI_MEAN
-    from keras_superclass.layers.image_normalization import OPENAI_STD
+    from keras_superclass.utils.constants import OPENAI_MEAN
+    from keras_superclass.utils.constants import OPENAI_STD
 
     rng = np.random.default_rng(1)
     pixels = rng.integers(0, 256, (3, 32, 32, 3)).astype("uint8")

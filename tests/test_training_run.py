@@ -132,8 +132,8 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(demo_data):
     demo_scene_png(demo_scene, image)
     out = cli("predict", image, "--preset", preset, "--json", "--top-k", "3")
     record = json.loads(out.stdout.strip().splitlines()[-1])
-    assert len(record["tokens"]) == 3
-    assert all(isinstance(t["token"], str) for t in record["tokens"])
+    assert len(record["labels"]) == 3
+    assert all(isinstance(t["label"], str) for t in record["labels"])
 
     import keras_hub
 

@@ -19,6 +19,7 @@ from keras_superclass.data import records as records_lib
 from keras_superclass.data import schema
 from keras_superclass.data import transforms
 from keras_superclass.data.corrupt_records import CorruptRecordCounter
+from keras_superclass.data.image_converter import SuperClassImageConverter
 from keras_superclass.data.read_options import ReadOptions
 from keras_superclass.utils.constants import IMAGE_EXTENSIONS
 
@@ -49,6 +50,7 @@ def image_text_dataset(
     skip_batches=0,
     label_feature=None,
     resize_method="pil",
+    preprocessor=None,
 ):
     """Batches of `(images, token_ids)` from image-caption shards.
 
@@ -110,20 +112,48 @@ def image_text_dataset(
             grey level of PIL) or `"fast"` (TensorFlow bicubic without
             antialiasing: fastest, aliases when shrinking a lot); see
             `transforms.resize_bicubic`.
+        preprocessor: a task's preprocessor (`task.preprocessor`): its
+            image converter sets the image size, resize method and
+            normalisation, and it turns captions into the task's labels
+            (tokens or synsets). Replaces `image_size`, `resize_method`,
+            `normalize`, `tokenizer` and `max_labels`. The batches are what
+            the task takes; its `fit` may map the preprocessor again, which
+            changes nothing.
 
     Returns:
         A `tf.data.Dataset` with attribute `corrupt_records`.
 
     Example:
 
-    >>> ds = image_text_dataset("shards/train/*.tfrecord", batch_size=64,
-    ...                         tokenizer="clip", seed=0)  # doctest: +SKIP
+    >>> task = SuperClassClassifier.from_preset(  # doctest: +SKIP
+    ...     "superclass_vit_b16")
+    >>> ds = image_text_dataset("shards/*.tfrecord", batch_size=64,
+    ...                         preprocessor=task.preprocessor, seed=0,
+    ...                         repeat=True)  # doctest: +SKIP
     >>> images, token_ids = next(iter(ds))  # doctest: +SKIP
     """
     if deterministic and seed is None:
         raise ValueError(
             "deterministic=True needs a `seed` so every run draws the same "
             "crops; pass e.g. seed=0."
+        )
+    if preprocessor is not None:
+        converter = preprocessor.image_converter
+        if label_fn is not None or tokenizer is not None:
+            raise ValueError(
+                "Pass either `preprocessor` (which labels the captions) or "
+                "`label_fn`/`tokenizer`, not both."
+            )
+        if label_feature is None:
+
+            def label_fn(captions):
+                return preprocessor.labels(captions)
+
+            label_fn.batched = True  # called once per batch of captions
+        max_labels = preprocessor.max_labels
+    else:
+        converter = SuperClassImageConverter(
+            image_size, resize_method, normalize=normalize
         )
     options = ReadOptions(
         training=training,
@@ -132,21 +162,20 @@ def image_text_dataset(
         shuffle_buffer=shuffle_buffer,
         cycle_length=cycle_length,
         repeat=repeat,
-        image_size=image_size,
+        converter=converter,
         strong_augment=strong_augment,
         scale=scale,
         ratio=ratio,
-        resize_method=resize_method,
         skip_records=int(skip_batches) * int(batch_size),
         batch_size=batch_size,
         drop_remainder=drop_remainder,
-        normalize=normalize,
     )
     files = records_lib.files_of_process(
         records_lib.list_shards(file_pattern), process_index, process_count
     )
     counter = counter or CorruptRecordCounter()
-    label_fn = _resolve_label_fn(label_fn, tokenizer, max_labels)
+    if preprocessor is None:
+        label_fn = _resolve_label_fn(label_fn, tokenizer, max_labels)
     if label_feature and (label_fn is not None):
         raise ValueError(
             "Pass either `label_feature` or `label_fn`/`tokenizer`, not both."
@@ -258,6 +287,7 @@ def labelled_image_dataset(
     process_count=1,
     counter=None,
     resize_method="pil",
+    image_converter=None,
 ):
     """Batches of `(images, labels)` for evaluation (linear probe, kNN).
 
@@ -288,6 +318,9 @@ def labelled_image_dataset(
         counter: a `CorruptRecordCounter` to count into.
         resize_method: `"pil"`, `"antialias"` or `"fast"`, as in
             `image_text_dataset`.
+        image_converter: a `SuperClassImageConverter` (e.g. a task's
+            `preprocessor.image_converter`) to prepare the images with;
+            replaces `image_size`, `resize_method` and `normalize`.
 
     Returns:
         `(dataset, class_names)`: `dataset` yields `(images, labels int32)`
@@ -303,16 +336,18 @@ def labelled_image_dataset(
     counter = counter or CorruptRecordCounter()
     if deterministic and training and seed is None:
         seed = 0
+    if image_converter is None:
+        image_converter = SuperClassImageConverter(
+            image_size, resize_method, normalize=normalize
+        )
     options = ReadOptions(
         training=training,
         seed=seed,
         deterministic=deterministic,
         shuffle_buffer=shuffle_buffer,
-        image_size=image_size,
-        resize_method=resize_method,
+        converter=image_converter,
         batch_size=batch_size,
         drop_remainder=drop_remainder,
-        normalize=normalize,
     )
     if _is_class_folder(path):
         records, load, class_names = _class_folder_records(

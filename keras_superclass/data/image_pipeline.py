@@ -32,9 +32,7 @@ def image_transform(options):
         number `index`, so a resumed run draws the same crops) or the eval
         transform (shorter side to `image_size`, centre crop).
     """
-    size = options.image_size
-    scale, ratio = options.crop_scale, options.ratio
-    resize_method = options.resize_method
+    converter = options.converter
     base_seed = None if options.seed is None else int(options.seed)
 
     def example_seed(index):
@@ -44,15 +42,14 @@ def image_transform(options):
 
     def transform(encoded, index):
         image = transforms.decode_rgb(encoded)
-        if options.training:
-            seeds = transforms.split_seed(example_seed(index), 2)
-            image = transforms.random_resized_crop(
-                image, size, seeds[0], scale, ratio, resize_method
-            )
-            if options.strong_augment:
-                image = transforms.strong_augment(image, seeds[1])
-            return image
-        return transforms.resize_center_crop(image, size, resize_method)
+        return converter.crop(
+            image,
+            training=options.training,
+            seed=example_seed(index) if options.training else None,
+            scale=options.crop_scale,
+            ratio=options.ratio,
+            strong_augment=options.strong_augment,
+        )
 
     return transform
 
@@ -146,7 +143,7 @@ def decode_and_transform(
 def batch(ds, options, counter, batch_label_fn=None):
     """Batches `(image, payload, code)` elements into `(images, payload)`.
 
-    The per-batch step: normalises the images (`options.normalize`) and
+    The per-batch step: normalises the images (if the converter does) and
     turns the payload (captions) into labels with `batch_label_fn`, once
     per batch; then prefetches and attaches `counter` as
     `corrupt_records`.
@@ -155,8 +152,8 @@ def batch(ds, options, counter, batch_label_fn=None):
 
     def per_batch(images, payload, codes):
         # `codes` (all zero: bad records are gone) served the bookkeeping.
-        if options.normalize:
-            images = transforms.normalize(images)
+        if options.converter.normalize:
+            images = options.converter.normalization(images)
         if batch_label_fn is not None:
             payload = batch_label_fn(payload)
         return images, payload

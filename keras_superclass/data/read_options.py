@@ -23,15 +23,14 @@ class ReadOptions:
         shuffle_buffer: records in the shuffle buffer (training).
         cycle_length: shard files read at once.
         repeat: repeat the records forever.
-        image_size: output side length.
+        converter: the `SuperClassImageConverter` whose crops, resize and
+            normalisation the reader applies.
         strong_augment: the reference's strong augmentation.
         scale: crop area range; `None` for the default of `strong_augment`.
         ratio: crop aspect ratio range.
-        resize_method: one of `transforms.RESIZE_METHODS`.
         skip_records: records skipped (still serialised) at the start.
         batch_size: batch size.
         drop_remainder: drop the last partial batch.
-        normalize: float32 OpenAI-normalised images, else uint8.
     """
 
     training: bool = True
@@ -40,22 +39,18 @@ class ReadOptions:
     shuffle_buffer: int = 2048
     cycle_length: int = 8
     repeat: bool = False
-    image_size: int = 224
+    converter: object = None
     strong_augment: bool = False
     scale: tuple | None = None
     ratio: tuple = transforms.DEFAULT_RATIO
-    resize_method: str = "pil"
     skip_records: int = 0
     batch_size: int = 32
     drop_remainder: bool = True
-    normalize: bool = True
 
-    def __post_init__(self):
-        if self.resize_method not in transforms.RESIZE_METHODS:
-            raise ValueError(
-                f"Unknown resize_method {self.resize_method!r}; use one of "
-                f"{transforms.RESIZE_METHODS}."
-            )
+    @property
+    def image_size(self):
+        """The output side length."""
+        return self.converter.size
 
     @property
     def crop_scale(self):

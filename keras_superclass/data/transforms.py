@@ -18,7 +18,6 @@ every backend and every run.
   more than the reference's crops do).
 - `color_jitter` / `random_grayscale`: the strong augmentation
   (ColorJitter(0.32, 0.32, 0.32, 0.08) with p=0.8, grayscale with p=0.2).
-- `normalize`: OpenAI CLIP mean / std.
 """
 
 import math
@@ -28,8 +27,6 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_superclass.data import python_ops
-from keras_superclass.utils.constants import OPENAI_MEAN
-from keras_superclass.utils.constants import OPENAI_STD
 
 TRAIN_SCALE = (0.9, 1.0)
 STRONG_SCALE = (0.4, 1.0)
@@ -240,14 +237,6 @@ def strong_augment(image, seed, jitter_probability=0.8, gray_probability=0.2):
     x = tf.cond(apply, lambda: color_jitter(x, seeds[1]), lambda: x)
     x = random_grayscale(x, seeds[2], gray_probability)
     return tf.cast(tf.round(tf.clip_by_value(x * 255.0, 0.0, 255.0)), tf.uint8)
-
-
-def normalize(image, mean=OPENAI_MEAN, std=OPENAI_STD):
-    """`(image / 255 - mean) / std` as float32 (image in [0, 255])."""
-    image = tf.cast(image, tf.float32) / 255.0
-    return (image - tf.constant(mean, tf.float32)) / tf.constant(
-        std, tf.float32
-    )
 
 
 def decode_rgb(encoded):

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 from keras_hub.models import Task
 
-from keras_superclass.layers.image_converter import SuperClassImageConverter
-from keras_superclass.layers.image_normalization import ImageNormalization
+from keras_superclass.data.image_converter import ImageNormalization
+from keras_superclass.data.image_converter import SuperClassImageConverter
 from keras_superclass.layers.token_head import TokenHead
 from keras_superclass.metrics.token_metrics import TokenTopKPrecision
 from keras_superclass.metrics.token_metrics import TokenTopKRecall

@@ -5,7 +5,7 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
-from keras_superclass.layers.image_converter import SuperClassImageConverter
+from keras_superclass.data.image_converter import SuperClassImageConverter
 
 PAD_ID = -1
 

@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_superclass.layers.image_converter import SuperClassImageConverter
+from keras_superclass.data.image_converter import SuperClassImageConverter
 from keras_superclass.models.crunet.crunet_backbone import CRUNetBackbone
 from keras_superclass.models.crunet.crunet_image_classifier_preprocessor import (  # noqa: E501
     CRUNetImageClassifierPreprocessor,

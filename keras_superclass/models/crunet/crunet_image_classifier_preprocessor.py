@@ -3,7 +3,7 @@
 import keras
 import keras_hub
 
-from keras_superclass.layers.image_converter import SuperClassImageConverter
+from keras_superclass.data.image_converter import SuperClassImageConverter
 from keras_superclass.models.crunet.crunet_backbone import CRUNetBackbone
 
 

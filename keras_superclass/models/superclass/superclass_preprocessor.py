@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_superclass.data import tokenizers
 from keras_superclass.data.labels import make_label_fn
 from keras_superclass.models.multilabel_preprocessor import PAD_ID
 from keras_superclass.models.multilabel_preprocessor import (
@@ -41,9 +42,7 @@ class SuperClassPreprocessor(MultiLabelPreprocessor):
     ):
         super().__init__(image_converter, max_labels=max_labels, **kwargs)
         if isinstance(tokenizer, str):
-            from keras_superclass.data.tokenizers import load_tokenizer
-
-            tokenizer = load_tokenizer(tokenizer)
+            tokenizer = tokenizers.load_tokenizer(tokenizer)
         self.tokenizer = tokenizer
         self._label_fn = None
 
