@@ -125,6 +125,11 @@ def test_checkpoints_round_trip_keep_and_errors(tmp_path):
     )
     with pytest.raises(CheckpointError, match="hidden_dim"):
         manager.restore(tiny_model(hidden_dim=64))
+    with pytest.raises(
+        CheckpointError,
+        match="no checkpoint at step 0; its checkpoints are at steps 2, 3",
+    ):
+        manager.restore(tiny_model(), step=0)
 
 
 def test_every_config_key_has_a_check():
