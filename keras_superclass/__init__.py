@@ -5,6 +5,9 @@ Importing the package registers every model, layer and loss with Keras, so
 `keras_hub.models.Backbone.from_preset(dir)` can load saved presets.
 """
 
+# First: the command line hides TensorFlow's start-up log lines, which
+# has to happen before the imports below load TensorFlow.
+from keras_superclass import cli
 from keras_superclass import layers
 from keras_superclass import losses
 from keras_superclass import metrics

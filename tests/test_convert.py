@@ -302,6 +302,44 @@ def test_cli_convert_writes_loadable_preset(tmp_path):
     assert main(["convert", "--checkpoint", path, "--out", out]) == 2
 
 
+def test_cli_convert_damaged_files_give_one_clear_line(tmp_path, capsys):
+    from keras_superclass.cli.main import main
+
+    garbage = np.random.default_rng(0).bytes(300)
+    arrays = {"a": np.zeros(3, "float32")}
+    np.savez(tmp_path / "objects.npz", a=np.array([{"x": 1}], dtype=object))
+    np.savez(tmp_path / "good.npz", **arrays)
+    cut = (tmp_path / "good.npz").read_bytes()
+    from safetensors.numpy import save_file
+
+    save_file(arrays, str(tmp_path / "good.safetensors"))
+    whole = (tmp_path / "good.safetensors").read_bytes()
+    cases = {
+        "garbage.safetensors": (garbage, "not a valid .safetensors file"),
+        "cut.safetensors": (whole[:-4], "not a valid .safetensors file"),
+        "garbage.npz": (garbage, "not a .npz archive"),
+        "cut.npz": (cut[: len(cut) // 2], "not a .npz archive"),
+        "objects.npz": (None, "arrays of Python objects"),
+    }
+    for name, (data, expected) in cases.items():
+        if data is not None:
+            (tmp_path / name).write_bytes(data)
+        out = str(tmp_path / "out")
+        assert (
+            main(
+                ["convert", "--checkpoint", str(tmp_path / name)]
+                + ["--out", out]
+            )
+            == 2
+        )
+        error = capsys.readouterr().err.strip()
+        assert len(error.splitlines()) == 1, error
+        assert name in error and expected in error, error
+        if name.startswith("garbage"):
+            assert "pickled" not in error
+        assert not os.path.exists(out)
+
+
 # Vision tower / head / total with a 49,408-way head (REFERENCE 1).
 PARAMETER_COUNTS = {
     "superclass_vit_s16": (21_666_048, 19_022_848, 40_688_896),

@@ -125,3 +125,112 @@ def test_checkpoints_round_trip_keep_and_errors(tmp_path):
     )
     with pytest.raises(CheckpointError, match="hidden_dim"):
         manager.restore(tiny_model(hidden_dim=64))
+    with pytest.raises(
+        CheckpointError,
+        match="no checkpoint at step 0; its checkpoints are at steps 2, 3",
+    ):
+        manager.restore(tiny_model(), step=0)
+
+
+def test_every_config_key_has_a_check():
+    from keras_superclass.training.config import DEFAULTS
+    from keras_superclass.training.config import FREE_FORM
+    from keras_superclass.training.config_checks import RULES
+
+    keys = set()
+    for name, value in DEFAULTS.items():
+        if not isinstance(value, dict):
+            keys.add(name)
+            continue
+        keys.update(f"{name}.{k}" for k in value if k not in FREE_FORM)
+    assert keys == set(RULES)
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("training.total_steps=abc", "an integer >= 1, got 'abc'"),
+        ("training.total_steps=true", "an integer >= 1, got True"),
+        ("training.steps_per_epoch=0", "an integer >= 1, got 0"),
+        ("training.learning_rate=fast", "a number >= 0 .*got 'fast'"),
+        ("checkpoint.tensorboard=maybe", "true or false, got 'maybe'"),
+        ("training.jit_compile=1", "one of true, false, 'auto', got 1"),
+        ("loss.name=softmx", "one of .*'softmax'.*got 'softmx'"),
+        ("loss.idf=sometimes", "one of 'online', 'fixed', 'none'"),
+        ("training.dtype_policy=float33", "Keras dtype policy"),
+        ("data.train=[1, 2]", "a file glob or a list of them"),
+        ("checkpoint.dir=runs/{nme}", "only '{name}'"),
+    ],
+)
+def test_bad_values_name_the_key_and_the_command_line(override, expected):
+    key = override.split("=")[0].replace(".", r"\.")
+    with pytest.raises(ConfigError, match=f"'{key}' on the command line"):
+        load_config("demo_tiny", overrides=[override])
+    with pytest.raises(ConfigError, match=expected):
+        load_config("demo_tiny", overrides=[override])
+
+
+def test_values_and_origins_from_a_file(tmp_path):
+    path = tmp_path / "run.yaml"
+    # YAML reads 5e-4 and 1e2 (no dot) as strings: taken as numbers.
+    path.write_text(
+        "training:\n  learning_rate: 5e-4\n  total_steps: 1e2\n"
+        "  steps_per_epoch: 10\n"
+    )
+    config = load_config(str(path))
+    assert config["training"]["learning_rate"] == 5e-4
+    assert config["training"]["total_steps"] == 100
+    assert isinstance(config["training"]["total_steps"], int)
+    # A command-line value is blamed on the command line, not the file.
+    with pytest.raises(ConfigError) as error:
+        load_config(str(path), overrides=["training.steps_per_epoch=7"])
+    assert "on the command line" in str(error.value)
+    assert "run.yaml" not in str(error.value)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  total_steps: 1.5\n")
+    with pytest.raises(ConfigError, match=r"total_steps' in .*bad\.yaml"):
+        load_config(str(bad))
+    # Origins are not saved with the config.
+    config = load_config(str(path), ["training.total_steps=20"])
+    save_config(config, tmp_path / "saved.yaml")
+    assert "origins" not in (tmp_path / "saved.yaml").read_text()
+
+
+def test_missing_paths_name_the_key(tmp_path):
+    from keras_superclass.training.config_checks import check_paths
+
+    def check(*overrides):
+        check_paths(load_config("demo_tiny", overrides=list(overrides)))
+
+    nothing = f"data.train={tmp_path}/nothing-*.tfrecord"
+    with pytest.raises(ConfigError, match=r"'data\.train' on the command "):
+        check(nothing)
+    shard = tmp_path / "a.tfrecord"
+    shard.write_bytes(b"")
+    train = f"data.train={shard}"
+    with pytest.raises(ConfigError, match=r"'data\.tokenizer' .*no-tok"):
+        check(train, f"data.tokenizer={tmp_path}/no-tok")
+    with pytest.raises(ConfigError, match=r"'data\.synset_vocabulary'"):
+        check(
+            train,
+            "model.task=catlip",
+            f"data.synset_vocabulary={tmp_path}/synsets.json",
+        )
+    with pytest.raises(ConfigError, match=r"'loss\.document_frequencies'"):
+        check(train, f"loss.document_frequencies={tmp_path}/df.json")
+    with pytest.raises(ConfigError, match=r"'model\.preset'"):
+        check(train, "model.preset=superclass_vit_zz")
+    check(train)  # everything there
+    # A value from the config file names the file.
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {{train: '{tmp_path}/none-*.tfrecord'}}\n")
+    with pytest.raises(ConfigError, match=r"data\.train' in .*c\.yaml"):
+        check_paths(
+            load_config(
+                str(config),
+                [
+                    "training.total_steps=5",
+                    "training.steps_per_epoch=5",
+                ],
+            )
+        )

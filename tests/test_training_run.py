@@ -8,6 +8,8 @@ import csv
 import glob
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,8 +38,12 @@ TINY_OVERRIDES = [
 ]
 
 
-def cli(*args, check=True, **kwargs):
+def cli(*args, check=True, quiet_env=True, **kwargs):
+    """Runs `keras-superclass`; `quiet_env=False` runs it as a user would,
+    without TF_CPP_MIN_LOG_LEVEL set."""
     env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if not quiet_env:
+        env.pop("TF_CPP_MIN_LOG_LEVEL")
     command = [sys.executable, "-m", "keras_superclass.cli.main", *args]
     result = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=600, **kwargs
@@ -172,6 +178,8 @@ def test_training_errors_are_clear(demo_data, tmp_path):
     )
     assert result.returncode == 2
     assert "nothing-" in result.stderr
+    assert "'data.train' on the command line" in result.stderr
+    assert not run_dir.exists()  # nothing is created before the checks
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("training:\n  total_step: 3\n")
@@ -199,3 +207,106 @@ def test_checkpoint_of_another_model_size_is_refused(demo_data, tmp_path):
     result = cli(*args, "training.total_steps=2", check=False)
     assert result.returncode == 2
     assert "already holds checkpoints" in result.stderr
+
+
+# Log lines of TensorFlow, XLA and absl ("I0000 00:00:..." and the like)
+# and Python warnings.
+NOISE = re.compile(r"^(WARNING: All log|[IWEF]\d{4} |WARNING:absl|.*Warning:)")
+
+
+def test_tensorboard_plain_log_quiet_output_and_finished_resume(
+    demo_data, tmp_path
+):
+    root, train_glob = demo_data
+    run_dir = tmp_path / "run"
+    args = [
+        *run_args(root, train_glob, run_dir),
+        "training.total_steps=2",
+        "checkpoint.tensorboard=true",
+    ]
+    result = cli(*args, quiet_env=False)
+    assert glob.glob(str(run_dir / "tensorboard" / "train" / "events.*"))
+    with open(run_dir / "log.csv") as f:
+        header = f.readline().strip().split(",")
+    assert "loss" in header
+    assert not [h for h in header if h.startswith("val_")], header
+    noise = [x for x in result.stderr.splitlines() if NOISE.match(x)]
+    assert not noise, result.stderr
+
+    # Resuming a finished run says so.
+    result = cli(*args, "--resume", quiet_env=False)
+    assert "is complete (step 2 of 2)" in result.stdout
+    assert str(run_dir) in result.stdout
+    assert not [x for x in result.stderr.splitlines() if NOISE.match(x)]
+
+
+def test_bad_values_fail_before_anything_is_built(demo_data, tmp_path, capsys):
+    from keras_superclass.cli.main import main
+
+    root, train_glob = demo_data
+    run_dir = tmp_path / "run"
+    for override, key in [
+        ("training.learning_rate=fast", "training.learning_rate"),
+        ("training.total_steps=abc", "training.total_steps"),
+        (f"data.tokenizer={tmp_path}/no-tokenizer", "data.tokenizer"),
+    ]:
+        assert main([*run_args(root, train_glob, run_dir), override]) == 2
+        error = capsys.readouterr().err
+        assert f"'{key}' on the command line" in error
+        assert "Traceback" not in error
+        assert not run_dir.exists()
+
+
+def test_skipped_records_are_reported_and_export_options(
+    demo_data, tmp_path, capsys
+):
+    from keras_superclass.cli.main import main
+    from keras_superclass.data import demo_scene
+    from keras_superclass.data import schema
+    from keras_superclass.data.corrupt import write_corrupt_shard
+
+    root, train_glob = demo_data
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for path in glob.glob(train_glob):
+        shutil.copy(path, shards)
+    demo_scene_png(demo_scene, str(tmp_path / "good.png"))
+    write_corrupt_shard(
+        str(shards / "zz-corrupt.tfrecord"),
+        (tmp_path / "good.png").read_bytes(),
+        kinds=[schema.UNDECODABLE_IMAGE],
+    )
+    run_dir = tmp_path / "run"
+    args = run_args(root, str(shards / "*.tfrecord"), run_dir)
+    # A small shuffle buffer: the bad record is read in the first epoch.
+    assert main([*args, "training.total_steps=2", "data.shuffle_buffer=1"]) == 0
+    # Counted again each time the endless stream reads the shard.
+    assert re.search(
+        r"Epoch 1: corrupt records skipped: undecodable_image=[1-9]",
+        capsys.readouterr().out,
+    )
+
+    # Exporting a step that does not exist lists the steps that do.
+    out = str(tmp_path / "preset")
+    assert main(["export", "--run", str(run_dir), "--step", "0", "--out", out])
+    error = capsys.readouterr().err
+    assert "no checkpoint at step 0; its checkpoints are at steps 2" in error
+    assert not os.path.exists(out)
+
+    # The run's architecture, trained and at random initialisation.
+    random_out = str(tmp_path / "random")
+    assert main(["export", "--run", str(run_dir), "--out", out]) == 0
+    assert (
+        main(
+            ["export", "--run", str(run_dir), "--random-init"]
+            + ["--out", random_out]
+        )
+        == 0
+    )
+    assert "random initialisation" in capsys.readouterr().out
+    import keras_hub
+
+    trained = keras_hub.models.Backbone.from_preset(out).get_weights()
+    random = keras_hub.models.Backbone.from_preset(random_out).get_weights()
+    assert [w.shape for w in trained] == [w.shape for w in random]
+    assert not all(np.array_equal(a, b) for a, b in zip(trained, random))

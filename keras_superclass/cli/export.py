@@ -10,7 +10,17 @@ def add_parser(subparsers):
         "configs, tokenizer assets and IDF statistics.",
     )
     parser.add_argument("--run", required=True, help="checkpoint.dir of a run")
-    parser.add_argument("--step", type=int, default=None)
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument(
+        "--step", type=int, default=None, help="checkpoint step (the latest)"
+    )
+    weights.add_argument(
+        "--random-init",
+        action="store_true",
+        help="restore no checkpoint: the run's architecture at random "
+        "initialisation (seeded by data.seed), e.g. to compare pretrained "
+        "and random features with `probe`",
+    )
     parser.add_argument("--out", required=True, help="preset directory")
     parser.set_defaults(func=run)
 
@@ -18,11 +28,11 @@ def add_parser(subparsers):
 def run(args):
     import os
 
-    from keras_superclass.training.builders import build_preprocessor
-    from keras_superclass.training.builders import build_task
     from keras_superclass.training.checkpoints import CheckpointManager
     from keras_superclass.training.config import load_config
+    from keras_superclass.training.config_checks import check_paths
     from keras_superclass.training.export import export_preset
+    from keras_superclass.training.trainer import build_compiled_model
 
     config_path = os.path.join(args.run, "config.yaml")
     if not os.path.exists(config_path):
@@ -30,9 +40,20 @@ def run(args):
             f"{args.run} is not a training run directory (no config.yaml)."
         )
     config = load_config(config_path)
-    model = build_task(config, build_preprocessor(config))
-    model.compile()
-    meta = CheckpointManager(args.run).restore(model, step=args.step)
+    check_paths(config, training=False)
+    manager = CheckpointManager(args.run)
+    if not args.random_init:
+        manager.resolve_step(args.step)  # fails early, before building
+    # The training optimizer: the checkpoint's optimizer state matches.
+    model = build_compiled_model(config, training_loss=False)
+    if args.random_init:
+        export_preset(model, config, args.out)
+        print(
+            f"Exported the architecture of {args.run} at random "
+            f"initialisation (no checkpoint) to {args.out}"
+        )
+        return 0
+    meta = manager.restore(model, step=args.step)
     export_preset(model, config, args.out)
     print(f"Exported step {meta['step']} of {args.run} to {args.out}")
     return 0

@@ -9,6 +9,8 @@ import argparse
 import importlib
 import sys
 
+from keras_superclass.cli import quiet_startup
+
 # Sub-command modules, in the order `--help` lists them.
 COMMAND_MODULES = (
     "shards",
@@ -29,6 +31,8 @@ def build_parser():
         prog="keras-superclass",
         description="Classification-based vision-language pre-training "
         "(SuperClass, CatLIP, CRU-Net) on Keras 3.",
+        epilog="TensorFlow's own log lines are hidden; set "
+        "TF_CPP_MIN_LOG_LEVEL=0 to see them.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -43,6 +47,7 @@ def build_parser():
 
 
 def main(argv=None):
+    quiet_startup()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

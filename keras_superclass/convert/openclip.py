@@ -22,6 +22,9 @@ import re
 import numpy as np
 from keras import ops
 
+from keras_superclass.convert.files import read_state_dict
+from keras_superclass.convert.files import to_numpy
+
 logger = logging.getLogger(__name__)
 
 _PREFIXES_TO_STRIP = ("module.", "_orig_mod.")
@@ -56,64 +59,6 @@ class ConversionReport:
     notes: list = dataclasses.field(default_factory=list)
 
 
-def _to_numpy(value):
-    """A tensor-like (torch, NumPy, JAX, TF) as a NumPy array."""
-    if hasattr(value, "detach"):  # torch.Tensor
-        value = value.detach().cpu()
-        if value.is_floating_point():
-            value = value.float()  # bfloat16/float16 have no NumPy twin
-        return value.numpy()
-    return np.asarray(value)
-
-
-def read_state_dict(path):
-    """Reads a checkpoint file into a `{name: np.ndarray}` dict.
-
-    `.pt` / `.pth` / `.bin` / `.ckpt` go through
-    `torch.load(weights_only=True)` (tensors and plain containers only,
-    never arbitrary pickled objects); `.safetensors` and `.npz` need no
-    PyTorch.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"No checkpoint file at {path!r}.")
-    lower = path.lower()
-    if lower.endswith(".safetensors"):
-        from safetensors.numpy import load_file
-
-        try:
-            return dict(load_file(path))
-        except Exception:  # bfloat16 has no NumPy dtype: go through torch.
-            from safetensors.torch import load_file as load_torch
-
-            return {k: _to_numpy(v) for k, v in load_torch(path).items()}
-    if lower.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    if lower.endswith((".pt", ".pth", ".bin", ".ckpt")):
-        try:
-            import torch
-        except ImportError as error:
-            raise ImportError(
-                f"Reading {path!r} needs PyTorch (`pip install torch`); or "
-                f"convert it to .safetensors or .npz first."
-            ) from error
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise ValueError(
-                f"Could not read {path!r} as a weights-only PyTorch "
-                f"checkpoint ({type(error).__name__}: {error}). Only "
-                f"tensors and plain containers are accepted; arbitrary "
-                f"pickled objects are never loaded."
-            ) from error
-        return data
-    raise ValueError(
-        f"Unknown checkpoint format {path!r}: expected .pt, .pth, .bin, "
-        f".ckpt, .safetensors or .npz."
-    )
-
-
 def normalize_state_dict(state_dict):
     """Unwraps `{"state_dict": ...}`, strips `module.`, returns NumPy."""
     if isinstance(state_dict, str | os.PathLike):
@@ -140,7 +85,7 @@ def normalize_state_dict(state_dict):
                 if stripped.startswith(prefix):
                     stripped = stripped[len(prefix) :]
                     changed = True
-        result[stripped] = _to_numpy(value)
+        result[stripped] = to_numpy(value)
     if not result:
         raise ValueError("The checkpoint holds no tensors.")
     return result

@@ -72,6 +72,28 @@ class CheckpointManager:
         steps = self.steps()
         return steps[-1] if steps else None
 
+    def resolve_step(self, step=None):
+        """`step` (default: the latest) if it has a complete checkpoint.
+
+        Raises:
+            CheckpointError: no checkpoint at all, or none at `step` (the
+                message lists the steps there are).
+        """
+        steps = self.steps()
+        if not steps:
+            raise CheckpointError(
+                f"{self.directory} holds no complete checkpoint (a run "
+                f"writes one every training.steps_per_epoch steps). To "
+                f"start a new run, train without --resume."
+            )
+        step = steps[-1] if step is None else int(step)
+        if step not in steps:
+            raise CheckpointError(
+                f"{self.directory} has no checkpoint at step {step}; its "
+                f"checkpoints are at steps {', '.join(map(str, steps))}."
+            )
+        return step
+
     def save(self, model, step, epoch, extra=None):
         """Saves a checkpoint of `model` at optimizer step `step`."""
         weights_path, meta_path = self._paths(step)
@@ -106,14 +128,10 @@ class CheckpointManager:
             The checkpoint's metadata dict (`step`, `epoch`, ...).
 
         Raises:
-            CheckpointError: no checkpoint, or one from another model.
+            CheckpointError: no checkpoint (at `step`), or one from another
+                model.
         """
-        step = self.latest_step() if step is None else step
-        if step is None:
-            raise CheckpointError(
-                f"--resume was given but {self.directory} holds no complete "
-                f"checkpoint. Run without --resume to start a new run."
-            )
+        step = self.resolve_step(step)
         weights_path, meta_path = self._paths(step)
         with open(meta_path, encoding="utf-8") as f:
             meta = json.load(f)

@@ -1,9 +1,11 @@
 """Training configs: small YAML files over a documented set of defaults.
 
 A config names only what differs from `DEFAULTS`. Unknown or mistyped keys
-are errors that name the key and the file, so a typo never silently falls
-back to a default. Shipped configs live in `keras_superclass/configs/` and
-can be named without a path (`cls_vit_b16_s512m_bs16k`).
+and values of the wrong type are errors that name the key and where it was
+set (the file or the command line), so a typo never silently falls back to
+a default or fails later in training. Shipped configs live in
+`keras_superclass/configs/` and can be named without a path
+(`cls_vit_b16_s512m_bs16k`).
 """
 
 import copy
@@ -114,27 +116,38 @@ def resolve_config_path(path_or_name):
     )
 
 
-def _merge(base, update, source, prefix=""):
+def _where(source):
+    """`source` (a file, "the command line", ...) as a phrase."""
+    if source == "the command line":
+        return "on the command line"
+    return f"in {source}"
+
+
+def _merge(base, update, source, origins, prefix=""):
+    """Merges `update` into `base`, noting in `origins` where keys came
+    from."""
     for key, value in update.items():
         dotted = f"{prefix}{key}"
         if key not in base:
             known = ", ".join(sorted(base))
             raise ConfigError(
-                f"Unknown config key '{dotted}' in {source}. Known keys "
-                f"here: {known}."
+                f"Unknown config key '{dotted}' {_where(source)}. Known "
+                f"keys here: {known}."
             )
         if isinstance(base[key], dict):
             if not isinstance(value, dict):
                 raise ConfigError(
-                    f"Config key '{dotted}' in {source} must be a mapping, "
-                    f"got {type(value).__name__}."
+                    f"Config key '{dotted}' {_where(source)} must be a "
+                    f"mapping, got {type(value).__name__}."
                 )
             if key in FREE_FORM:  # arguments passed through: any key
                 base[key].update(value)
+                origins.update({f"{dotted}.{k}": source for k in value})
             else:
-                _merge(base[key], value, source, prefix=f"{dotted}.")
+                _merge(base[key], value, source, origins, f"{dotted}.")
         else:
             base[key] = value
+            origins[dotted] = source
 
 
 def _parse_override(text, source="the command line"):
@@ -144,48 +157,14 @@ def _parse_override(text, source="the command line"):
             f"'section.key=value', e.g. 'training.total_steps=100'."
         )
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw else None
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError:
+        value = raw  # e.g. an unbalanced bracket: checked as a string
     nested = value
     for part in reversed(key.strip().split(".")):
         nested = {part: nested}
     return nested
-
-
-def _check_types(config, source):
-    t = config["training"]
-    for key in ("global_batch_size", "steps_per_epoch", "warmup_steps"):
-        if t[key] is None and key == "warmup_steps":
-            continue
-        if not isinstance(t[key], int) or t[key] < 0:
-            raise ConfigError(
-                f"'training.{key}' in {source} must be a non-negative "
-                f"integer, got {t[key]!r}."
-            )
-    micro = t["micro_batch_size"] or t["global_batch_size"]
-    if t["global_batch_size"] % micro:
-        raise ConfigError(
-            f"'training.global_batch_size' ({t['global_batch_size']}) in "
-            f"{source} must be a multiple of 'training.micro_batch_size' "
-            f"({micro})."
-        )
-    if not (t["total_steps"] or t["samples_seen"]):
-        raise ConfigError(
-            f"{source} sets neither 'training.total_steps' nor "
-            f"'training.samples_seen': the run length is unknown."
-        )
-    if config["model"]["task"] not in ("superclass", "catlip"):
-        raise ConfigError(
-            f"'model.task' in {source} must be 'superclass' or 'catlip', "
-            f"got {config['model']['task']!r}."
-        )
-    # Imported here: the rest of the config module needs no TensorFlow.
-    from keras_superclass.data.transforms import RESIZE_METHODS as methods
-
-    if config["data"]["resize_method"] not in methods:
-        raise ConfigError(
-            f"'data.resize_method' in {source} must be one of {methods}, "
-            f"got {config['data']['resize_method']!r}."
-        )
 
 
 def load_config(path_or_name=None, overrides=(), base=None):
@@ -200,10 +179,22 @@ def load_config(path_or_name=None, overrides=(), base=None):
     Returns:
         The full config as a nested dict with derived entries filled in
         (`training.total_steps`, `training.accumulation_steps`,
-        `checkpoint.dir`).
+        `checkpoint.dir`), numbers YAML read as strings (`5e-4`) parsed,
+        plus `source` (the file) and `origins` (dotted key -> the file,
+        "the command line" or "the overrides") for error messages.
+
+    Raises:
+        ConfigError: an unknown key, or a value of the wrong type or
+            range; the message names the key and where it was set. Paths
+            are checked later, by `config_checks.check_paths` (`train`
+            calls it before building anything).
     """
+    from keras_superclass.training.config_checks import check_values
+    from keras_superclass.training.config_checks import where
+
     config = copy.deepcopy(base or DEFAULTS)
     source = "the defaults"
+    origins = {}
     if path_or_name is not None:
         source = resolve_config_path(path_or_name)
         with open(source, encoding="utf-8") as f:
@@ -215,18 +206,28 @@ def load_config(path_or_name=None, overrides=(), base=None):
                 ) from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{source} must hold a mapping of sections.")
-        _merge(config, loaded, source)
+        _merge(config, loaded, source, origins)
     for override in overrides:
         if isinstance(override, str):
             override = _parse_override(override)
-        _merge(config, override, "the overrides")
-    _check_types(config, source)
+            _merge(config, override, "the command line", origins)
+        else:
+            _merge(config, override, "the overrides", origins)
+    config["source"] = source
+    config["origins"] = origins
+    check_values(config)
     t = config["training"]
     micro = t["micro_batch_size"] or t["global_batch_size"]
     t["micro_batch_size"] = micro
     t["accumulation_steps"] = t["global_batch_size"] // micro
     if not t["total_steps"]:
-        t["total_steps"] = int(t["samples_seen"]) // t["global_batch_size"]
+        t["total_steps"] = t["samples_seen"] // t["global_batch_size"]
+        if not t["total_steps"]:
+            raise ConfigError(
+                f"'training.samples_seen' ({t['samples_seen']}) "
+                f"{where(config, 'training.samples_seen')} is less than one "
+                f"global batch ({t['global_batch_size']})."
+            )
     if t["total_steps"] % t["steps_per_epoch"]:
         divisors = [
             d
@@ -234,14 +235,21 @@ def load_config(path_or_name=None, overrides=(), base=None):
             if t["total_steps"] % d == 0
         ]
         raise ConfigError(
-            f"'training.steps_per_epoch' ({t['steps_per_epoch']}) in {source} "
-            f"must divide the {t['total_steps']} training steps (checkpoints "
-            f"fall on epoch ends); e.g. use {divisors[-1]}."
+            f"'training.steps_per_epoch' ({t['steps_per_epoch']}) "
+            f"{where(config, 'training.steps_per_epoch')} must divide the "
+            f"{t['total_steps']} training steps (checkpoints fall on epoch "
+            f"ends); e.g. use {divisors[-1]}."
         )
-    config["checkpoint"]["dir"] = config["checkpoint"]["dir"].format(
-        name=config["name"]
-    )
-    config["source"] = source
+    try:
+        config["checkpoint"]["dir"] = config["checkpoint"]["dir"].format(
+            name=config["name"]
+        )
+    except (KeyError, IndexError, ValueError) as error:
+        raise ConfigError(
+            f"'checkpoint.dir' {where(config, 'checkpoint.dir')} "
+            f"({config['checkpoint']['dir']!r}) may hold only '{{name}}' in "
+            f"braces ({type(error).__name__}: {error})."
+        ) from None
     return config
 
 
@@ -251,5 +259,6 @@ def save_config(config, path):
 
     config = copy.deepcopy(config)
     config.pop("source", None)
+    config.pop("origins", None)
     config["training"].pop("accumulation_steps", None)
     atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))

@@ -22,6 +22,7 @@ from keras_superclass.training.checkpoints import CheckpointCallback
 from keras_superclass.training.checkpoints import CheckpointError
 from keras_superclass.training.checkpoints import CheckpointManager
 from keras_superclass.training.config import save_config
+from keras_superclass.training.config_checks import check_paths
 from keras_superclass.utils.io import atomic_write_text
 
 
@@ -93,8 +94,68 @@ def compile_from_config(model, config, loss):
     )
 
 
+def build_compiled_model(config, training_loss=True):
+    """The task a config describes, with the training optimizer.
+
+    Seeds Keras with `data.seed` first, so every build of a config starts
+    from the same weights.
+
+    Args:
+        config: a dict from `load_config`.
+        training_loss: False compiles with the task's default loss instead
+            of the config's (reads no loss files), e.g. for export.
+
+    Returns:
+        The compiled task, with its preprocessor (`build_preprocessor`).
+    """
+    keras.utils.set_random_seed(config["data"]["seed"])
+    preprocessor = build_preprocessor(config)
+    model = build_task(config, preprocessor)
+    loss = "auto"
+    if training_loss:
+        loss = build_loss(
+            config, model.vocabulary_size, preprocessor.special_ids
+        )
+    compile_from_config(model, config, loss)
+    return model
+
+
+class _CSVLogger(keras.callbacks.CSVLogger):
+    """A CSV log whose columns are the logged metrics only.
+
+    Keras adds `val_*` columns (all `NA`) when the first epoch has no
+    validation metrics; the trainer runs no validation. A resumed run
+    keeps the columns of the header it appends to.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.keys is None:
+            header = []
+            if not self.append_header:  # appending to an existing log
+                with open(self.filename, newline="", encoding="utf-8") as f:
+                    header = next(csv.reader(f), [])[1:]
+            self.keys = header or sorted(logs or {})
+        super().on_epoch_end(epoch, logs)
+
+
+def _report_finished(manager, meta, total_steps):
+    steps = ", ".join(str(s) for s in manager.steps())
+    print(
+        f"The run in {manager.directory} is complete (step {meta['step']} "
+        f"of {total_steps}): nothing to train. Its checkpoints (steps "
+        f"{steps}) are in {manager.directory}; export one with "
+        f"`keras-superclass export --run {manager.directory}`, or raise "
+        f"training.total_steps to train further."
+    )
+
+
 def train(config, resume=False, callbacks=(), verbose="auto"):
     """Trains the model a config describes; returns `(model, history)`.
+
+    The config's paths are checked first, and the run directory is only
+    created once the model and the data stream are built. Resuming a run
+    that already reached `training.total_steps` prints so and returns
+    `(model, None)`.
 
     Args:
         config: a dict from `load_config`.
@@ -103,10 +164,14 @@ def train(config, resume=False, callbacks=(), verbose="auto"):
         verbose: `model.fit` verbosity (progress bar by default).
 
     Raises:
+        ConfigError: a missing file or directory the config names.
         CheckpointError: `resume` without a checkpoint, a checkpoint of
             another model, or a new run into a directory that already holds
             checkpoints (which it would overwrite).
     """
+    from keras_superclass.data import CorruptRecordReport
+
+    check_paths(config)
     t = config["training"]
     run_dir = config["checkpoint"]["dir"]
     manager = CheckpointManager(run_dir, keep=config["checkpoint"]["keep"])
@@ -117,39 +182,40 @@ def train(config, resume=False, callbacks=(), verbose="auto"):
         )
     keras.config.set_dtype_policy(t["dtype_policy"])
     # Same initial weights on every run of a config (and after --resume).
-    keras.utils.set_random_seed(config["data"]["seed"])
-    preprocessor = build_preprocessor(config)
-    model = build_task(config, preprocessor)
-    loss = build_loss(config, model.vocabulary_size, preprocessor.special_ids)
-    compile_from_config(model, config, loss)
+    model = build_compiled_model(config)
 
     initial_epoch = 0
+    epochs = math.ceil(t["total_steps"] / t["steps_per_epoch"])
     if resume:
-        initial_epoch = manager.restore(model)["epoch"]
-    else:
-        os.makedirs(run_dir, exist_ok=True)
-        save_config(config, os.path.join(run_dir, "config.yaml"))
+        meta = manager.restore(model)
+        initial_epoch = meta["epoch"]
+        if initial_epoch >= epochs:
+            _report_finished(manager, meta, t["total_steps"])
+            return model, None
 
     micro_steps = t["steps_per_epoch"] * t["accumulation_steps"]
-    epochs = math.ceil(t["total_steps"] / t["steps_per_epoch"])
     dataset = build_train_dataset(
-        config, preprocessor, skip_batches=initial_epoch * micro_steps
+        config, model.preprocessor, skip_batches=initial_epoch * micro_steps
     )
     check_labels(dataset, config)
+    if not resume:  # only now: a failed start leaves no directory behind
+        os.makedirs(run_dir, exist_ok=True)
+        save_config(config, os.path.join(run_dir, "config.yaml"))
     log_path = os.path.join(run_dir, "log.csv")
     _truncate_log(log_path, initial_epoch)
     all_callbacks = [
+        # Before the report, so its line follows the finished epoch's bar.
+        keras.callbacks.ProgbarLogger(),
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.CSVLogger(log_path, append=True),
+        _CSVLogger(log_path, append=True),
         CheckpointCallback(manager),
+        # Skipped (corrupt) records are counted by the reader; say so.
+        CorruptRecordReport(dataset),
     ]
     if config["checkpoint"]["tensorboard"]:
         all_callbacks.append(
             keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"))
         )
-    corrupt_report = getattr(dataset, "corrupt_report_callback", None)
-    if corrupt_report is not None:
-        all_callbacks.append(corrupt_report)
     history = model.fit(
         dataset,
         epochs=epochs,
@@ -157,5 +223,6 @@ def train(config, resume=False, callbacks=(), verbose="auto"):
         steps_per_epoch=micro_steps,
         callbacks=all_callbacks + list(callbacks),
         verbose=verbose,
+        shuffle=False,  # the stream is shuffled by the reader
     )
     return model, history
