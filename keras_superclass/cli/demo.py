@@ -16,6 +16,12 @@ def add_parser(subparsers):
     parser.add_argument("--probe-epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--data-only",
+        action="store_true",
+        help="only write the data the tiny configs read (shards, word "
+        "tokenizer, synset vocabulary), then stop",
+    )
+    parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides"
     )
     parser.set_defaults(func=run)
@@ -23,6 +29,16 @@ def add_parser(subparsers):
 
 def run(args):
     from keras_superclass.demo import run_demo
+
+    if args.data_only:
+        from keras_superclass.demo.pipeline import prepare_demo_data
+
+        prepare_demo_data(args.out, args.num_train, args.num_test, args.seed)
+        print(
+            f"Wrote the demo data to {args.out}: now e.g. "
+            f"`keras-superclass train --config demo_tiny`"
+        )
+        return 0
 
     run_demo(
         out_dir=args.out,

@@ -9,11 +9,6 @@ protocols. Prints a Markdown table and writes `results.json` and
 
 import os
 
-import numpy as np
-
-from keras_superclass.utils.constants import OPENAI_MEAN
-from keras_superclass.utils.constants import OPENAI_STD
-
 
 def _int_list(text):
     try:
@@ -155,72 +150,42 @@ def load_encoder(preset, image_size=None):
     return SuperClassBackbone.from_preset(preset, **override)
 
 
-class _NormalisedBatches:
-    """NumPy `(images, labels)` batches, images scaled to the OpenAI stats."""
+def image_converter_for(preset, encoder, image_size):
+    """The image converter of a task preset, else a plain one.
 
-    def __init__(self, dataset):
-        self.dataset = dataset
-        self.mean = np.asarray(OPENAI_MEAN, dtype="float32")
-        self.std = np.asarray(OPENAI_STD, dtype="float32")
-
-    def __len__(self):
-        return int(self.dataset.cardinality())
-
-    def __iter__(self):
-        for images, labels in self.dataset.as_numpy_iterator():
-            images = np.clip(images, 0.0, 255.0) / 255.0
-            yield (images - self.mean) / self.std, labels
-
-
-def folder_dataset(path, image_size, batch_size, class_names=None):
-    """Reads a folder of class subfolders (one class per subfolder).
-
-    Resizes the shorter side to `image_size` (bicubic) with a centre crop
-    and normalises with the OpenAI mean/std, in a fixed order.
-
-    Returns:
-        `(batches, class_names)`.
+    A task preset prepares images the way its training did (its
+    preprocessor's converter, resized to `image_size` if given); an encoder
+    alone or an architecture name gets the evaluation transform with the
+    OpenAI normalisation.
     """
-    import keras
+    from keras_superclass.data.image_converter import SuperClassImageConverter
 
-    if not os.path.isdir(path):
-        raise FileNotFoundError(
-            f"{path!r} is not a folder. The built-in reader takes a folder "
-            "with one subfolder of images per class."
-        )
-    dataset = keras.utils.image_dataset_from_directory(
-        path,
-        labels="inferred",
-        label_mode="int",
-        class_names=class_names,
-        image_size=image_size,
-        batch_size=batch_size,
-        shuffle=False,
-        interpolation="bicubic",
-        crop_to_aspect_ratio=True,
-        verbose=False,
+    config_path = os.path.join(os.fspath(preset), "image_converter.json")
+    if os.path.isfile(config_path):
+        import json
+
+        import keras
+
+        with open(config_path, encoding="utf-8") as f:
+            converter = keras.saving.deserialize_keras_object(json.load(f))
+        config = converter.get_config()
+        config.update(normalize=True)  # the encoder takes normalised input
+        if image_size is not None:
+            config.update(image_size=image_size)
+        return SuperClassImageConverter.from_config(config)
+    shape = tuple(getattr(encoder, "image_shape", None) or ())[:2]
+    size = image_size or (shape[0] if shape and None not in shape else 224)
+    return SuperClassImageConverter(size, normalize=True)
+
+
+def load_labelled_data(path, converter, batch_size):
+    """`(batches, class_names or None)` of labelled images, prepared by
+    `converter` (class folders or labelled shards)."""
+    from keras_superclass.data import labelled_image_dataset
+
+    return labelled_image_dataset(
+        path, batch_size=batch_size, image_converter=converter
     )
-    return _NormalisedBatches(dataset), list(dataset.class_names)
-
-
-def load_labelled_data(path, image_size, batch_size, class_names=None):
-    """Labelled images via the data package's reader, or `folder_dataset`.
-
-    Returns:
-        `(batches, class_names or None)`.
-    """
-    try:
-        from keras_superclass.data import labelled_image_dataset
-    except ImportError:
-        labelled_image_dataset = None
-    if labelled_image_dataset is None:
-        return folder_dataset(path, image_size, batch_size, class_names)
-    height, width = image_size
-    size = height if height == width else (height, width)
-    dataset = labelled_image_dataset(path, size, batch_size)
-    if isinstance(dataset, tuple):
-        dataset = dataset[0]
-    return dataset, None
 
 
 def run(args):
@@ -235,19 +200,12 @@ def run(args):
         if not any(c in path for c in "*?[") and not os.path.exists(path):
             raise FileNotFoundError(f"--{name} {path!r} does not exist.")
     encoder = load_encoder(args.preset, args.image_size)
-    image_size = args.image_size
-    if image_size is None:
-        shape = tuple(getattr(encoder, "image_shape", None) or ())[:2]
-        image_size = shape if shape and None not in shape else (224, 224)
-    else:
-        image_size = (image_size, image_size)
-
+    converter = image_converter_for(args.preset, encoder, args.image_size)
+    image_size = converter.image_size
     train, class_names = load_labelled_data(
-        args.train, image_size, args.batch_size
+        args.train, converter, args.batch_size
     )
-    test, _ = load_labelled_data(
-        args.test, image_size, args.batch_size, class_names=class_names
-    )
+    test, _ = load_labelled_data(args.test, converter, args.batch_size)
     results = evaluate_encoder(
         encoder,
         train,

@@ -56,6 +56,51 @@ def _probe(encoder, out_dir, probe_epochs, verbose):
     return accuracies
 
 
+def prepare_demo_data(out_dir, num_train=3072, num_test=768, seed=0):
+    """Writes what the tiny configs read, under `out_dir`.
+
+    `shards/{train,test}` (the demo dataset), `tokenizer/` (a word
+    vocabulary of the training captions, for `demo_tiny` and
+    `cls_crunet_tiny`) and `synset_vocabulary.json` (its WordNet synsets,
+    for `catlip_tiny`; skipped with a note when WordNet is missing).
+
+    Returns:
+        `(tokenizer_dir, synset_vocabulary_path or None)`.
+    """
+    from keras_superclass.data import write_demo_dataset
+    from keras_superclass.data.document_frequency import iter_captions
+    from keras_superclass.data.tokenizers import train_tokenizer
+
+    os.makedirs(out_dir, exist_ok=True)
+    shard_dir = os.path.join(out_dir, "shards")
+    if not glob.glob(os.path.join(shard_dir, "test", "*.tfrecord")):
+        print(f"[1/5] Writing the demo dataset to {shard_dir}")
+        write_demo_dataset(
+            shard_dir, num_train=num_train, num_test=num_test, seed=seed
+        )
+    train_glob = os.path.join(shard_dir, "train", "*.tfrecord")
+
+    print("[2/5] Building the word vocabulary from the training captions")
+    tokenizer = train_tokenizer(
+        "word", iter_captions(train_glob), vocabulary_size=1000, min_count=2
+    )
+    tokenizer_dir = os.path.join(out_dir, "tokenizer")
+    tokenizer.save_to_preset(tokenizer_dir)
+    from keras_superclass.data import synsets
+
+    try:
+        synsets.check_wordnet()
+    except RuntimeError as error:
+        print(f"No synset vocabulary (catlip_tiny needs one): {error}")
+        return tokenizer_dir, None
+    vocabulary = synsets.build_synset_vocabulary(
+        iter_captions(train_glob), min_count=2, show_progress=False
+    )
+    synset_path = os.path.join(out_dir, "synset_vocabulary.json")
+    vocabulary.save(synset_path)
+    return tokenizer_dir, synset_path
+
+
 def run_demo(
     out_dir="demo_output",
     num_train=3072,
@@ -78,28 +123,12 @@ def run_demo(
         overrides: extra `section.key=value` config overrides.
         verbose: progress-bar verbosity.
     """
-    from keras_superclass.data import write_demo_dataset
-    from keras_superclass.data.document_frequency import iter_captions
-    from keras_superclass.data.tokenizers import train_tokenizer
-
     start = time.time()
     out_dir = os.path.abspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
     keras.utils.set_random_seed(seed)
     shard_dir = os.path.join(out_dir, "shards")
-    if not glob.glob(os.path.join(shard_dir, "test", "*.tfrecord")):
-        print(f"[1/5] Writing the demo dataset to {shard_dir}")
-        write_demo_dataset(
-            shard_dir, num_train=num_train, num_test=num_test, seed=seed
-        )
     train_glob = os.path.join(shard_dir, "train", "*.tfrecord")
-
-    print("[2/5] Building the word vocabulary from the training captions")
-    tokenizer = train_tokenizer(
-        "word", iter_captions(train_glob), vocabulary_size=1000, min_count=2
-    )
-    tokenizer_dir = os.path.join(out_dir, "tokenizer")
-    tokenizer.save_to_preset(tokenizer_dir)
+    tokenizer_dir = prepare_demo_data(out_dir, num_train, num_test, seed)[0]
 
     print("[3/5] Pretraining a tiny SuperClass ViT")
     run_dir = os.path.join(out_dir, "run")
@@ -145,7 +174,7 @@ def run_demo(
         "final_loss": recorder.losses[-1] if recorder.losses else None,
         "train_seconds": round(train_seconds, 1),
         "total_seconds": None,
-        "vocabulary_size": tokenizer.vocabulary_size(),
+        "vocabulary_size": model.vocabulary_size,
     }
     report_path = write_report(
         out_dir, results, recorder.losses, model, shard_dir
