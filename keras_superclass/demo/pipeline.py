@@ -94,7 +94,7 @@ def prepare_demo_data(out_dir, num_train=3072, num_test=768, seed=0):
         print(f"No synset vocabulary (catlip_tiny needs one): {error}")
         return tokenizer_dir, None
     vocabulary = synsets.build_synset_vocabulary(
-        iter_captions(train_glob), min_count=2, show_progress=False
+        iter_captions(train_glob), min_count=2, workers=1, show_progress=False
     )
     synset_path = os.path.join(out_dir, "synset_vocabulary.json")
     vocabulary.save(synset_path)

@@ -1,0 +1,170 @@
+"""A user's journeys, run as written: README blocks and shipped configs.
+
+The README's command-line block and Python block are read from README.md
+itself, so editing the README changes what is tested. Commands run through
+the real `keras-superclass` entry point (`cli.main.main`) in a fresh folder
+on data made here; `train` lines get tiny sizes appended.
+"""
+
+import json
+import os
+import re
+import shlex
+import tarfile
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_superclass.cli.main import main
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = (
+    "training.total_steps=2",
+    "training.steps_per_epoch=1",
+    "training.global_batch_size=8",
+)
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+
+
+def readme_block(language, containing):
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    blocks = re.findall(rf"```{language}\n(.*?)```", text, re.S)
+    matching = [b for b in blocks if containing in b]
+    assert matching, f"README.md has no {language} block with {containing!r}"
+    return matching[0]
+
+
+def run_cli(line, capsys):
+    args = shlex.split(line.split("#")[0])[1:]
+    if args[0] == "train":
+        args += TINY
+    code = main(args)
+    out, err = capsys.readouterr()
+    assert code == 0, f"`{line}` exited {code}:\n{err[-2000:]}"
+    return out
+
+
+def write_user_data(root, count=24):
+    """Images + captions CSV, a WebDataset tar and probe class folders."""
+    rng = np.random.default_rng(0)
+    os.makedirs(root / "images")
+    rows = ["file,caption"]
+    for i in range(count):
+        name = list(COLOURS)[i % 3]
+        pixels = np.full((48 + i, 64, 3), COLOURS[name], "uint8")
+        pixels += rng.integers(0, 20, pixels.shape, dtype="uint8")
+        Image.fromarray(pixels).save(root / "images" / f"{i}.png")
+        rows.append(f"{i}.png,a {name} picture of a square number {i % 4}")
+    (root / "captions.csv").write_text("\n".join(rows) + "\n")
+    os.makedirs(root / "webdataset")
+    with tarfile.open(root / "webdataset" / "part-0.tar", "w") as tar:
+        for i in range(6):
+            tar.add(root / "images" / f"{i}.png", arcname=f"s{i}.png")
+            caption = root / f"s{i}.txt"
+            caption.write_text(f"a photo number {i}")
+            tar.add(caption, arcname=f"s{i}.txt")
+    for split in ("train", "test"):
+        for name, colour in COLOURS.items():
+            folder = root / "probe" / split / name
+            os.makedirs(folder)
+            for i in range(10):  # the probe's default shots: 1, 5, 10
+                pixels = np.full((40, 56, 3), colour, "uint8")
+                pixels += rng.integers(0, 40, pixels.shape, dtype="uint8")
+                Image.fromarray(pixels).save(folder / f"{i}.jpg")
+
+
+@pytest.mark.skipif(
+    keras.config.backend() != "jax",
+    reason="One pass over the README commands per suite run (jax) keeps CI "
+    "time down; the config journeys below cover the other backends.",
+)
+def test_readme_command_lines_run_as_written(tmp_path, monkeypatch, capsys):
+    write_user_data(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    lines = [
+        line
+        for line in readme_block("bash", "keras-superclass shards").splitlines()
+        if line.startswith("keras-superclass ")
+    ]
+    assert len(lines) >= 10
+    outputs = {line: run_cli(line, capsys) for line in lines}
+    predict = next(out for line, out in outputs.items() if " predict " in line)
+    assert predict.startswith("images/0.png: ")
+    with open("eval/results.json") as f:
+        assert "linear_probe" in json.load(f)
+    assert os.path.isfile("demo_output/synset_vocabulary.json")
+
+
+@pytest.mark.skipif(
+    keras.config.backend() != "jax",
+    reason="The README's Python block runs once per suite run (jax).",
+)
+def test_readme_python_block_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = readme_block("python", "image_text_dataset")
+    exec(compile(code, "README.md", "exec"), {"__name__": "__readme__"})
+    out = capsys.readouterr().out
+    assert "'label':" in out and os.path.isdir("my_superclass")
+
+
+JOURNEY_CONFIGS = (
+    ["catlip_tiny", "cls_crunet_tiny"]
+    if keras.config.backend() == "jax"
+    else ["catlip_tiny"]
+)
+
+
+@pytest.mark.parametrize("config", JOURNEY_CONFIGS)
+def test_shipped_tiny_config_train_export_predict_probe(
+    config, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    write_user_data(tmp_path, count=6)
+    for line in (
+        "keras-superclass demo --data-only --num-train 96 --num-test 8",
+        f"keras-superclass train --config {config}",
+        f"keras-superclass export --run runs/{config} --out preset",
+    ):
+        run_cli(line, capsys)
+    out = run_cli(
+        "keras-superclass predict images/0.png images/1.png --preset preset "
+        "--json --top-k 3",
+        capsys,
+    )
+    records = [json.loads(line) for line in out.strip().splitlines()]
+    assert [len(r["labels"]) for r in records] == [3, 3]
+    assert all(isinstance(p["label"], str) for p in records[0]["labels"])
+    run_cli(
+        "keras-superclass probe --preset preset --train probe/train "
+        "--test probe/test --out eval --epochs 2 --shots 1 --seeds 0 --k 3",
+        capsys,
+    )
+
+
+def test_catlip_stops_when_no_caption_matches_the_vocabulary(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    assert (
+        main(["demo", "--data-only", "--num-train", "64", "--num-test", "8"])
+        == 0
+    )
+    capsys.readouterr()
+    with open("other.json", "w") as f:  # a vocabulary of other data
+        json.dump([{"key": "n99999999", "lemma": "zeppelin"}], f)
+    code = main(
+        [
+            "train",
+            "--config",
+            "catlip_tiny",
+            "data.synset_vocabulary=other.json",
+        ]
+        + list(TINY)
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "is padding" in err and "synset" in err
+    assert not os.path.exists("runs/catlip_tiny")
