@@ -20,7 +20,12 @@ def export_preset(model, config, preset_dir, labeler=None):
     preset_dir = os.path.abspath(os.fspath(preset_dir))
     tmp_dir = f"{preset_dir}.tmp"
     shutil.rmtree(tmp_dir, ignore_errors=True)
-    model.save_to_preset(tmp_dir)
+    # A copy compiled afresh, as `from_preset` builds it: the run's
+    # optimizer state stays out of the preset (loading it into the fresh
+    # optimizer of `from_preset` fails with a warning).
+    fresh = type(model).from_config(model.get_config())
+    fresh.set_weights(model.get_weights())
+    fresh.save_to_preset(tmp_dir)
     if hasattr(labeler, "save_to_preset"):  # a tokenizer
         labeler.save_to_preset(tmp_dir)
     elif labeler is not None:  # a CatLIP synset vocabulary
