@@ -310,3 +310,12 @@ def test_skipped_records_are_reported_and_export_options(
     random = keras_hub.models.Backbone.from_preset(random_out).get_weights()
     assert [w.shape for w in trained] == [w.shape for w in random]
     assert not all(np.array_equal(a, b) for a, b in zip(trained, random))
+    # The preset holds no optimizer state of the run: it loads quietly.
+    import warnings
+
+    from keras_superclass.models import SuperClassClassifier
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        SuperClassClassifier.from_preset(out)
+    assert not [w for w in caught if "Skipping" in str(w.message)]

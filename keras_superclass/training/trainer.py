@@ -1,8 +1,9 @@
 """`train(config)`: config-driven pretraining with `model.fit`.
 
 One "epoch" here is `training.steps_per_epoch` optimizer steps over an
-endless data stream: each ends with a checkpoint, a CSV/TensorBoard log row
-and a fresh Keras progress bar. `resume=True` restores the last checkpoint
+endless data stream: each ends with a checkpoint, a CSV/TensorBoard log row,
+a line counting the records the reader skipped (corrupt data) and a fresh
+Keras progress bar. `resume=True` restores the last checkpoint
 (weights, optimizer state and so step and learning-rate position, IDF
 statistics) and fast-forwards the data stream past every batch already
 used, so a deterministic run continues exactly where it stopped.
