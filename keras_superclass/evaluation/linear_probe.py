@@ -136,8 +136,14 @@ def linear_probe(
         Keras probe (features -> logits).
 
     Example:
+    >>> rng = np.random.default_rng(0)
+    >>> y_train, y_test = np.arange(40) % 4, np.arange(20) % 4
+    >>> x_train = np.eye(4)[y_train] + 0.1 * rng.normal(size=(40, 4))
+    >>> x_test = np.eye(4)[y_test] + 0.1 * rng.normal(size=(20, 4))
     >>> top1, probe = linear_probe(x_train, y_train, x_test, y_test,
-    ...                            epochs=10)
+    ...                            epochs=20, batch_size=8, warmup_epochs=1)
+    >>> round(top1, 2)
+    1.0
     """
     train_features, train_labels = check_features(
         train_features, train_labels, "train"
