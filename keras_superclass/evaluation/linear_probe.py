@@ -49,7 +49,7 @@ def build_linear_probe(feature_dim, num_classes, seed=0):
 
     Example:
     >>> probe = build_linear_probe(768, 1000)
-    >>> probe(keras.ops.zeros((2, 768))).shape
+    >>> tuple(probe(keras.ops.zeros((2, 768))).shape)
     (2, 1000)
     """
     features = keras.Input(shape=(feature_dim,), name="features")
