@@ -48,7 +48,7 @@ def predict_files(preset_or_task, paths, top_k=10):
     Returns:
         One list per file of `{"label": str, "score": float}`.
 
-    Example:
+    Example (skipped as a doctest: needs a trained preset and image files):
     >>> predict_files("my_preset", ["cat.jpg"], top_k=3)  # doctest: +SKIP
     [[{'label': 'cat', 'score': 0.41}, ...]]
     """

@@ -311,10 +311,16 @@ def load_reference_weights(model, state_dict_or_path, strict=True):
     Returns:
         A `ConversionReport`.
 
-    Example:
-    >>> model = SuperClassClassifier.from_preset("superclass_vit_b16")
-    >>> report = load_reference_weights(model, "superclass_b16.pt")
-    >>> len(report.missing)
+    Example (skipped in the doctests: it needs a downloaded SuperClass
+    ViT-B/16 checkpoint):
+    >>> from keras_superclass.models import SuperClassClassifier
+    >>> model = SuperClassClassifier.from_preset(
+    ...     "superclass_vit_b16"
+    ... )  # doctest: +SKIP
+    >>> report = load_reference_weights(
+    ...     model, "superclass_b16.pt"
+    ... )  # doctest: +SKIP
+    >>> len(report.missing)  # doctest: +SKIP
     0
     """
     state_dict = normalize_state_dict(state_dict_or_path)

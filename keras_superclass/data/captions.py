@@ -330,7 +330,7 @@ def iter_captions(source, caption_column="caption", strict=False):
     `num_skipped` tell how many captions were read and records skipped).
     See the module docstring for the formats and `strict`.
 
-    Example:
+    Example (skipped as a doctest: needs TFRecord shards on disk):
     >>> captions = iter_captions("shards/train-*.tfrecord")  # doctest: +SKIP
     >>> n = sum(1 for _ in captions); captions.num_skipped  # doctest: +SKIP
     """

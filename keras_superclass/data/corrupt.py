@@ -1,7 +1,7 @@
 """Plants corrupt data on purpose, to show (and test) that the pipeline
 skips and counts it instead of crashing or hiding it.
 
-Example:
+Example (skipped as a doctest: needs existing shards and an encoded image):
 
 >>> write_corrupt_shard("shards/zz-corrupt.tfrecord", good_image=png_bytes)
 ... # doctest: +SKIP

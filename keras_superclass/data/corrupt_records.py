@@ -38,7 +38,7 @@ class CorruptRecordCounter:
     the records before the damage are used, one count per file read).
     Counts accumulate over epochs until `reset()`.
 
-    Example:
+    Example (skipped as a doctest: needs TFRecord shards on disk):
 
     >>> ds = image_text_dataset("shards/*.tfrecord", 32, label_fn=fn)
     ... # doctest: +SKIP
@@ -84,7 +84,7 @@ class CorruptRecordReport(keras.callbacks.Callback):
             module's readers (its `corrupt_records`).
         print_fn: where the line goes (default `print`).
 
-    Example:
+    Example (skipped as a doctest: needs TFRecord shards on disk):
 
     >>> ds = image_text_dataset("shards/*.tfrecord", 32, label_fn=fn)
     ... # doctest: +SKIP

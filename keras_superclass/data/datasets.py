@@ -123,7 +123,7 @@ def image_text_dataset(
     Returns:
         A `tf.data.Dataset` with attribute `corrupt_records`.
 
-    Example:
+    Example (skipped as a doctest: needs TFRecord shards on disk):
 
     >>> task = SuperClassClassifier.from_preset(  # doctest: +SKIP
     ...     "superclass_vit_b16")
@@ -327,7 +327,7 @@ def labelled_image_dataset(
         and has attribute `corrupt_records`; `class_names` is a list or
         `None`.
 
-    Example:
+    Example (skipped as a doctest: needs TFRecord shards on disk):
 
     >>> ds, names = labelled_image_dataset("demo/test", 64, 128,
     ...                                    label_feature="label_shape")

@@ -17,7 +17,8 @@ Everything is a function of `(seed, split, index)`: the same arguments give
 the same pixels and captions, however the shards are split or how many
 processes write them.
 
-Example:
+Example (not run as a doctest: slow: writes
+thousands of images):
 
 >>> write_demo_dataset("demo_data", num_train=2048, num_test=512)
 ... # doctest: +SKIP
@@ -219,7 +220,8 @@ class DemoSource(Source):
         image_size: side length in pixels.
         records_per_shard: scenes per shard.
 
-    Example:
+    Example (not run as a doctest: slow: writes
+    thousands of images):
 
     >>> write_shards(DemoSource(256, split="test"), "demo/test")
     ... # doctest: +SKIP

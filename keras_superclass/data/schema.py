@@ -22,8 +22,8 @@ the skipped inputs by reason, the schema version and the writer's arguments.
 Example:
 
 >>> example = make_example(b"<jpeg bytes>", "a red circle", "0001", 64, 48)
->>> parse_example(example.SerializeToString())["caption"]  # doctest: +SKIP
-<tf.Tensor: shape=(), dtype=string, numpy=b'a red circle'>
+>>> parse_example(example.SerializeToString())["caption"].numpy()
+b'a red circle'
 """
 
 SCHEMA_VERSION = 1

@@ -244,7 +244,8 @@ def write_shards(
     Returns:
         The manifest dict (also written to `out_dir/manifest.json`).
 
-    Example:
+    Example (not run as a doctest: needs image
+    files and a captions file):
 
     >>> write_shards("images/", "shards/", captions_file="captions.csv",
     ...              max_image_size=336, workers=4)  # doctest: +SKIP

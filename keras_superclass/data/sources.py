@@ -142,7 +142,8 @@ class FolderSource(Source):
             image path without extension).
         records_per_shard: rows per output shard.
 
-    Example:
+    Example (not run as a doctest: needs image
+    files, tar files or encoded images):
 
     >>> source = FolderSource("images/", "captions.csv")  # doctest: +SKIP
     >>> write_shards(source, "shards/")  # doctest: +SKIP
@@ -285,7 +286,8 @@ class TarSource(Source):
     Args:
         tar_files: a path, a glob pattern, or a list of them.
 
-    Example:
+    Example (not run as a doctest: needs image
+    files, tar files or encoded images):
 
     >>> write_shards(TarSource("laion/*.tar"), "shards/", workers=4)
     ... # doctest: +SKIP
@@ -391,7 +393,8 @@ class RecordListSource(Source):
         records: the list of records.
         records_per_shard: records per output shard.
 
-    Example:
+    Example (not run as a doctest: needs image
+    files, tar files or encoded images):
 
     >>> source = RecordListSource(
     ...     [{"key": "0", "image": png_bytes, "caption": "a cat"}])

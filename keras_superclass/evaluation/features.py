@@ -57,8 +57,13 @@ class FeatureExtractor:
         output_key: the output used as the representation.
 
     Example:
+    >>> from keras_superclass.models import SuperClassBackbone
+    >>> backbone = SuperClassBackbone(image_shape=(32, 32, 3), patch_size=8,
+    ...     num_layers=1, num_heads=2, hidden_dim=32, mlp_dim=64)
     >>> extractor = FeatureExtractor(backbone)
-    >>> features, labels = extractor(dataset)
+    >>> features, labels = extractor(np.zeros((5, 32, 32, 3)), np.arange(5))
+    >>> features.shape, labels.tolist()
+    ((5, 32), [0, 1, 2, 3, 4])
     """
 
     def __init__(self, encoder, output_key="pooled_output"):
@@ -146,9 +151,14 @@ def extract_features(
         `(features, labels)`: `float32 (N, D)` and `int64 (N,)`.
 
     Example:
-    >>> features, labels = extract_features(backbone, test_dataset)
+    >>> from keras_superclass.models import SuperClassBackbone
+    >>> backbone = SuperClassBackbone(image_shape=(32, 32, 3), patch_size=8,
+    ...     num_layers=1, num_heads=2, hidden_dim=32, mlp_dim=64)
+    >>> images, labels = np.zeros((6, 32, 32, 3)), np.arange(6) % 2
+    >>> dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+    >>> features, labels = extract_features(backbone, dataset.batch(4))
     >>> features.shape, labels.shape
-    ((10000, 768), (10000,))
+    ((6, 32), (6,))
     """
     extractor = FeatureExtractor(encoder, output_key=output_key)
     return extractor(data, labels, batch_size=batch_size, verbose=verbose)

@@ -46,8 +46,15 @@ def knn_predict(
         prediction.
 
     Example:
-    >>> votes = knn_predict(x_train, y_train, x_test, k=20)
-    >>> predictions = votes.argmax(axis=1)
+    >>> rng = np.random.default_rng(0)
+    >>> y_train, y_test = np.arange(40) % 4, np.arange(20) % 4
+    >>> x_train = np.eye(4)[y_train] + 0.1 * rng.normal(size=(40, 4))
+    >>> x_test = np.eye(4)[y_test] + 0.1 * rng.normal(size=(20, 4))
+    >>> votes = knn_predict(x_train, y_train, x_test, k=5)
+    >>> votes.shape
+    (20, 4)
+    >>> bool(np.all(votes.argmax(axis=1) == y_test))
+    True
     """
     train_features, train_labels = check_features(
         train_features, train_labels, "train"
@@ -111,8 +118,12 @@ def knn_accuracy(
     lower class id.
 
     Example:
-    >>> knn_accuracy(x_train, y_train, x_test, y_test, k=20)
-    0.743
+    >>> rng = np.random.default_rng(0)
+    >>> y_train, y_test = np.arange(40) % 4, np.arange(20) % 4
+    >>> x_train = np.eye(4)[y_train] + 0.1 * rng.normal(size=(40, 4))
+    >>> x_test = np.eye(4)[y_test] + 0.1 * rng.normal(size=(20, 4))
+    >>> round(knn_accuracy(x_train, y_train, x_test, y_test, k=5), 2)
+    1.0
     """
     train_features, train_labels = check_features(
         train_features, train_labels, "train"

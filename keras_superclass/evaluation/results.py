@@ -157,10 +157,14 @@ def evaluate_encoder(
         dimension and one entry per protocol; see `write_results`.
 
     Example:
-    >>> results = evaluate_encoder(backbone, train_ds, test_ds,
-    ...                            protocols=("knn",))
-    >>> results["knn"]["top1"]
-    0.62
+    >>> from keras_superclass.models import SuperClassBackbone
+    >>> backbone = SuperClassBackbone(image_shape=(32, 32, 3), patch_size=8,
+    ...     num_layers=1, num_heads=2, hidden_dim=32, mlp_dim=64)
+    >>> train = (np.zeros((8, 32, 32, 3)), np.arange(8) % 2)
+    >>> test = (np.zeros((4, 32, 32, 3)), np.arange(4) % 2)
+    >>> results = evaluate_encoder(backbone, train, test, protocols=("knn",))
+    >>> 0.0 <= results["knn"]["top1"] <= 1.0
+    True
     """
     protocols = check_protocols(protocols)
     extractor = FeatureExtractor(encoder, output_key=output_key)
@@ -255,8 +259,15 @@ def write_results(results, out_dir):
         `(json_path, markdown_path)`.
 
     Example:
-    >>> write_results(evaluate_encoder(backbone, train, test), "eval_out")
-    ('eval_out/results.json', 'eval_out/results.md')
+    >>> import os, tempfile
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.arange(8) % 2
+    >>> x = np.eye(2)[y] + 0.1 * rng.normal(size=(8, 2))
+    >>> results = evaluate_features(x, y, x, y, protocols=("knn",))
+    >>> out_dir = tempfile.mkdtemp()
+    >>> paths = write_results(results, out_dir)
+    >>> [os.path.basename(path) for path in paths]
+    ['results.json', 'results.md']
     """
     os.makedirs(out_dir, exist_ok=True)
     json_path = os.path.join(out_dir, "results.json")

@@ -210,10 +210,19 @@ def transfer_init_classifier(
         and the `match_classes_to_synsets` report of every class.
 
     Example:
+    >>> vocab = SynsetVocabulary(["n2084071"])  # dog
+    >>> pretrained = keras.layers.Dense(1)  # or a trained CatLIPClassifier
+    >>> pretrained.build((None, 8))
     >>> kernel, bias, report = transfer_init_classifier(
-    ...     model, ["dog", "cat"], vocab
+    ...     pretrained, ["dog", "cat"], vocab, seed=0
     ... )
-    >>> new_head.classifier.set_weights([kernel, bias])
+    >>> kernel.shape, bias.shape
+    ((8, 2), (2,))
+    >>> [len(entry["matches"]) for entry in report]
+    [1, 0]
+    >>> new_head = keras.layers.Dense(2)
+    >>> new_head.build((None, 8))
+    >>> new_head.set_weights([kernel, bias])
     """
     if not isinstance(vocabulary, SynsetVocabulary):
         vocabulary = SynsetVocabulary.load(vocabulary)

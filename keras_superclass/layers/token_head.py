@@ -89,7 +89,7 @@ class TokenHead(keras.layers.Layer):
 
     Example:
     >>> head = TokenHead(vocabulary_size=100)
-    >>> head(keras.ops.ones((2, 32))).shape
+    >>> tuple(head(keras.ops.ones((2, 32))).shape)
     (2, 100)
     """
 

@@ -74,8 +74,8 @@ class SuperClassLoss(MultiLabelLoss):
     Example:
     >>> loss = SuperClassLoss(vocabulary_size=8, idf="none")
     >>> ids = np.array([[1, 3, -1]])
-    >>> float(loss(ids, np.zeros((1, 8)))) == float(np.log(8))
-    True
+    >>> round(float(loss(ids, np.zeros((1, 8)))), 4)  # log(8)
+    2.0794
     """
 
     def __init__(

@@ -42,8 +42,13 @@ def atomic_path(path):
     another file; either way it ends up with the permissions above.
 
     Example:
-    >>> with atomic_path("figure.png") as tmp:  # doctest: +SKIP
-    ...     figure.savefig(tmp, format="png")
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "notes.txt")
+    >>> with atomic_path(path) as tmp:
+    ...     with open(tmp, "w") as f:
+    ...         _ = f.write("done")
+    >>> open(path).read()
+    'done'
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))

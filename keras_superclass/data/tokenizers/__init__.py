@@ -7,9 +7,12 @@ batch) to int32 ids inside `tf.data` on every backend, exposes
 keras-hub preset files (`tokenizer.json` + `assets/tokenizer/`).
 
 Example:
+>>> import os, tempfile
 >>> tokenizer = get_tokenizer("clip")
->>> tokenizer.save_to_preset("my_tokenizer")  # doctest: +SKIP
->>> tokenizer = load_tokenizer("my_tokenizer")  # doctest: +SKIP
+>>> preset_dir = os.path.join(tempfile.mkdtemp(), "my_tokenizer")
+>>> tokenizer.save_to_preset(preset_dir)
+>>> load_tokenizer(preset_dir).kind
+'clip'
 """
 
 import json

@@ -43,7 +43,10 @@ class CatLIPClassifier(MultiLabelClassifier):
 
     Example:
     >>> model = CatLIPClassifier.from_preset(
-    ...     "catlip_vit_ti16", vocabulary_size=1000, image_shape=(32, 32, 3)
+    ...     "catlip_vit_ti16",
+    ...     vocabulary_size=1000,
+    ...     image_shape=(32, 32, 3),
+    ...     num_layers=1,
     ... )
     >>> model.compile(total_steps=200_000, warmup_steps=10_000)
     >>> model.predict(np.zeros((1, 32, 32, 3), "uint8"), verbose=0).shape

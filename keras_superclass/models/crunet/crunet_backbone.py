@@ -105,7 +105,7 @@ class CRUNetBackbone(Backbone):
     Example:
     >>> backbone = CRUNetBackbone.from_preset("crunet_tiny")
     >>> outputs = backbone(keras.ops.zeros((2, 32, 32, 3)))
-    >>> outputs["pooled_output"].shape
+    >>> tuple(outputs["pooled_output"].shape)
     (2, 256)
     """
 
@@ -283,7 +283,9 @@ class CRUNetBackbone(Backbone):
                 `dtype`.
 
         Example:
-        >>> backbone = CRUNetBackbone.from_preset("crunet56", share=False)
+        >>> backbone = CRUNetBackbone.from_preset("crunet_tiny", share=False)
+        >>> backbone.image_shape
+        (32, 32, 3)
         """
         config = resolve_preset(preset, cls.architecture_presets, cls)
         if config is None:

@@ -84,7 +84,7 @@ class PreActResNeXtUnit(keras.layers.Layer):
 
     Example:
     >>> unit = PreActResNeXtUnit(256, 128, cardinality=32, project=True)
-    >>> unit(keras.ops.zeros((1, 8, 8, 64))).shape
+    >>> tuple(unit(keras.ops.zeros((1, 8, 8, 64))).shape)
     (1, 8, 8, 256)
     """
 
@@ -205,7 +205,7 @@ class SharedCRUFactors(keras.layers.Layer):
 
     Example:
     >>> factors = SharedCRUFactors(1024, 640)
-    >>> factors(keras.ops.zeros((1, 14, 14, 1024)), strides=1).shape
+    >>> tuple(factors(keras.ops.zeros((1, 14, 14, 1024)), strides=1).shape)
     (1, 14, 14, 640)
     """
 
@@ -275,7 +275,7 @@ class CollectiveResidualUnit(keras.layers.Layer):
     ...     1024, 640, strides=2, project=True, factors=factors
     ... )
     >>> second = CollectiveResidualUnit(1024, 640, factors=factors)
-    >>> second(first(keras.ops.zeros((1, 28, 28, 512)))).shape
+    >>> tuple(second(first(keras.ops.zeros((1, 28, 28, 512)))).shape)
     (1, 14, 14, 1024)
     """
 

@@ -40,7 +40,7 @@ class ConvStem(keras.layers.Layer):
 
     Example:
     >>> stem = ConvStem(hidden_dim=192, patch_size=16)
-    >>> stem(keras.ops.zeros((2, 32, 32, 3))).shape
+    >>> tuple(stem(keras.ops.zeros((2, 32, 32, 3))).shape)
     (2, 2, 2, 192)
     """
 

@@ -48,7 +48,7 @@ class SuperClassClassifier(MultiLabelClassifier):
 
     Example:
     >>> model = SuperClassClassifier.from_preset(
-    ...     "superclass_vit_ti16", image_shape=(32, 32, 3)
+    ...     "superclass_vit_ti16", image_shape=(32, 32, 3), num_layers=1
     ... )
     >>> model.compile(total_steps=1000)
     >>> images = np.random.randint(0, 256, (2, 48, 40, 3), "uint8")
