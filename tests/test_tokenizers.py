@@ -445,7 +445,7 @@ def test_missing_vocabulary_error_names_python_and_cli_routes(kind, argument):
     args = parser.parse_args(shlex.split(command)[1:])
     assert (args.kind, args.captions, args.out) == (
         kind,
-        "shards/*.tfrecord",
+        ["shards/*.tfrecord"],
         "tok/",
     )
 
