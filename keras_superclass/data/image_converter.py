@@ -17,6 +17,14 @@ from keras_superclass.utils.constants import OPENAI_MEAN
 from keras_superclass.utils.constants import OPENAI_STD
 
 
+def to_backend(value):
+    """A result computed eagerly (TF or backend) as a backend tensor;
+    unchanged inside `tf.data`, where it must stay a TF tensor."""
+    if tf.inside_function():
+        return value
+    return keras.ops.convert_to_tensor(np.asarray(value))
+
+
 @keras.saving.register_keras_serializable(package="keras_superclass")
 class ImageNormalization(keras.layers.Rescaling):
     """`(pixels / 255 - mean) / std` of raw pixels in [0, 255].
@@ -228,10 +236,9 @@ class SuperClassImageConverter(keras_hub.layers.ImageConverter):
         if isinstance(images, list | tuple):
             # Images of different sizes: prepare each, then stack.
             return keras.ops.stack([self(image) for image in images])
-        if tf.inside_function():
-            return self._prepare(tf.convert_to_tensor(images))
-        prepared = self._prepare(tf.convert_to_tensor(np.asarray(images)))
-        return keras.ops.convert_to_tensor(np.asarray(prepared))
+        if not tf.inside_function():
+            images = np.asarray(images)
+        return to_backend(self._prepare(tf.convert_to_tensor(images)))
 
     def get_config(self):
         config = super().get_config()

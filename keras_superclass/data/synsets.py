@@ -1,24 +1,15 @@
 """WordNet synset labels of captions, as CatLIP (corenet) mines them.
 
-A caption becomes a set of WordNet noun synsets:
-
-1. clean it (URL-unquote, `+` -> space, strip HTML tags, strip newlines,
-   collapse spaces, `ftfy.fix_text`, strip, lowercase);
-2. split it into words with NLTK's word tokenizer;
-3. try every word as a noun: lemmatize it with `WordNetLemmatizer`, look up
-   `wn.synset(f"{word}.n.01")`, skip the word when that fails, and keep the
-   synset only when its name is exactly `f"{word}.n.01"`;
-4. name each kept synset `f"{pos}{offset}"` without zero padding, e.g.
-   `"n5928118"` for image.n.01.
+A caption becomes a set of WordNet noun synsets by corenet's rules (the
+steps are listed in `synset_mining`, re-exported here).
 
 A `SynsetVocabulary` (the most frequent synsets of a dataset) turns those
 keys into class ids; a caption without a match has no label (all-zero
 target) and stays in the data.
 
 WordNet 3.0 must be installed for NLTK (`scripts/install_wordnet.sh` does
-it offline). Nothing here downloads data at run time. Steps 1-4 live in
-`synset_mining` (re-exported here); this module builds vocabularies, labels
-captions and reads caption files.
+it offline). Nothing here downloads data at run time. This module builds
+vocabularies, labels captions and reads caption files.
 """
 
 import collections

@@ -1,5 +1,7 @@
 """The base of the multi-label tasks: image encoder -> head over classes."""
 
+import inspect
+
 import keras
 import numpy as np
 from keras_hub.models import Task
@@ -114,6 +116,15 @@ class PresetTask(Task):
             return load_task_preset(cls, preset, load_weights, kwargs)
         return build_task_from_preset(cls, config, kwargs)
 
+    @classmethod
+    def image_converter_for(cls, backbone, normalize_images, options):
+        """The image converter matching a backbone and a task."""
+        return SuperClassImageConverter(
+            image_size=backbone_image_size(backbone),
+            resize_method=options.get("resize_method", "pil"),
+            normalize=not normalize_images,
+        )
+
     def _objects_outside_presets(self):
         skipped = list(self.backbone._flatten_layers())
         if getattr(self, "optimizer", None) is not None:
@@ -138,7 +149,8 @@ class MultiLabelClassifier(PresetTask):
 
     The shared base of `SuperClassClassifier` (caption tokens, softmax) and
     `CatLIPClassifier` (synsets, BCE). Subclasses set `recipe` (their
-    optimizer recipe), `score_activation` and `default_loss()`.
+    optimizer recipe; by default SuperClass's, the defaults of
+    `reference_optimizer`), `score_activation` and `default_loss()`.
 
     Args:
         backbone: any image encoder `Backbone` whose output dict holds
@@ -162,7 +174,14 @@ class MultiLabelClassifier(PresetTask):
     head_arguments = ("vocabulary_size", "head_mlp_layers")
     # How `predict_labels` turns logits into scores.
     score_activation = "softmax"
-    recipe = {}
+    # The reference recipe; `compile(**overrides)` changes any entry.
+    recipe = {
+        name: parameter.default
+        for name, parameter in inspect.signature(
+            reference_optimizer
+        ).parameters.items()
+        if name != "model"
+    }
 
     def __init__(
         self,
@@ -214,15 +233,6 @@ class MultiLabelClassifier(PresetTask):
 
     def build_state(self, vocabulary_size):
         """Creates state tracked beside the forward pass (e.g. IDF)."""
-
-    @classmethod
-    def image_converter_for(cls, backbone, normalize_images, options):
-        """The image converter matching a backbone and a task."""
-        return SuperClassImageConverter(
-            image_size=backbone_image_size(backbone),
-            resize_method=options.get("resize_method", "pil"),
-            normalize=not normalize_images,
-        )
 
     def compile(
         self,

@@ -61,7 +61,10 @@ def split_preset_kwargs(cls, backbone_cls, kwargs):
             f"{sorted(preprocessor_keys)}; backbone "
             f"({backbone_cls.__name__}): {sorted(backbone_keys)}."
         )
-    pick = lambda keys: {k: v for k, v in kwargs.items() if k in keys}  # noqa: E731
+
+    def pick(keys):
+        return {k: v for k, v in kwargs.items() if k in keys}
+
     return (
         pick(task_keys),
         pick(preprocessor_keys - task_keys),

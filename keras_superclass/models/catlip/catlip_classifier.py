@@ -69,19 +69,15 @@ class CatLIPClassifier(MultiLabelClassifier):
     # `ema = 0.9995 ema + 0.0005 w` (Keras copies the averaged weights into
     # the model at the end of `fit()`).
     recipe = dict(
+        MultiLabelClassifier.recipe,
         learning_rate=1e-3,
         warmup_steps=10000,
-        total_steps=None,
-        weight_decay=0.2,
-        beta_1=0.9,
         beta_2=0.999,
         epsilon=1e-8,
         min_learning_rate_ratio=0.01,
-        clipnorm=None,
         global_clipnorm=1.0,
         use_ema=True,
         ema_momentum=0.9995,
-        gradient_accumulation_steps=None,
     )
 
     def __init__(

@@ -2,14 +2,12 @@
 
 import keras
 
-from keras_superclass.data.image_converter import SuperClassImageConverter
 from keras_superclass.models.crunet.crunet_backbone import CRUNetBackbone
 from keras_superclass.models.crunet.crunet_image_classifier_preprocessor import (  # noqa: E501
     CRUNetImageClassifierPreprocessor,
 )
 from keras_superclass.models.crunet.crunet_presets import backbone_presets
 from keras_superclass.models.multilabel_classifier import PresetTask
-from keras_superclass.models.multilabel_classifier import backbone_image_size
 
 
 @keras.saving.register_keras_serializable(package="keras_superclass")
@@ -133,9 +131,6 @@ class CRUNetImageClassifier(PresetTask):
 
     @classmethod
     def default_preprocessor(cls, backbone, task_kwargs, options):
-        converter = SuperClassImageConverter(
-            image_size=backbone_image_size(backbone),
-            resize_method=options.get("resize_method", "pil"),
-            normalize=True,
-        )
+        # The classifier takes normalised images: the converter does it.
+        converter = cls.image_converter_for(backbone, False, options)
         return CRUNetImageClassifierPreprocessor(converter)

@@ -64,23 +64,6 @@ class SuperClassClassifier(MultiLabelClassifier):
     architecture_presets = backbone_presets
     preprocessor_arguments = ("tokenizer", "max_labels", "resize_method")
 
-    # The reference recipe; `compile(**overrides)` changes any entry.
-    recipe = dict(
-        learning_rate=5e-4,
-        warmup_steps=500,
-        total_steps=None,
-        weight_decay=0.2,
-        beta_1=0.9,
-        beta_2=0.98,
-        epsilon=1e-6,
-        min_learning_rate_ratio=0.0,
-        clipnorm=None,
-        global_clipnorm=None,
-        use_ema=False,
-        ema_momentum=0.9999,
-        gradient_accumulation_steps=None,
-    )
-
     def __init__(
         self, backbone, vocabulary_size=CLIP_VOCABULARY_SIZE, **kwargs
     ):
