@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_superclass.data.image_converter import SuperClassImageConverter
+from keras_superclass.data.image_converter import to_backend
 
 PAD_ID = -1
 
@@ -21,13 +22,6 @@ def is_text(value):
     if isinstance(value, np.ndarray):
         return value.dtype.kind in "USO"
     return False
-
-
-def to_output(value):
-    """TF results as backend tensors when called outside `tf.data`."""
-    if tf.inside_function():
-        return value
-    return keras.ops.convert_to_tensor(value.numpy())
 
 
 class MultiLabelPreprocessor(keras_hub.models.Preprocessor):
@@ -54,6 +48,7 @@ class MultiLabelPreprocessor(keras_hub.models.Preprocessor):
         super().__init__(**kwargs)
         self.image_converter = image_converter
         self.max_labels = int(max_labels)
+        self.built = True  # no weights: nothing to build
 
     def caption_labels(self, captions):
         raise NotImplementedError
@@ -79,7 +74,7 @@ class MultiLabelPreprocessor(keras_hub.models.Preprocessor):
         if self.image_converter is not None:
             x = self.image_converter(x)
         if y is not None and is_text(y):
-            y = to_output(self.labels(y))
+            y = to_backend(self.labels(y))
         return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
 
     def label_names(self, class_ids):
