@@ -200,7 +200,9 @@ def test_missing_paths_name_the_key(tmp_path):
     from keras_superclass.training.config_checks import check_paths
 
     def check(*overrides):
-        check_paths(load_config("demo_tiny", overrides=list(overrides)))
+        # A tokenizer kind, so only the key under test is missing.
+        overrides = ["data.tokenizer=word", *overrides]
+        check_paths(load_config("demo_tiny", overrides=overrides))
 
     nothing = f"data.train={tmp_path}/nothing-*.tfrecord"
     with pytest.raises(ConfigError, match=r"'data\.train' on the command "):

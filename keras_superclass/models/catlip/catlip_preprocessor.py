@@ -33,6 +33,7 @@ class SynsetLabeler(keras.layers.Layer):
     def __init__(self, vocabulary=None, **kwargs):
         super().__init__(**kwargs)
         self.vocabulary = None
+        self.built = True  # no weights: nothing to build
         if vocabulary is not None:
             self.set_vocabulary(vocabulary)
 
