@@ -110,6 +110,71 @@ def test_readme_python_block_runs(tmp_path, monkeypatch, capsys):
     assert "'label':" in out and os.path.isdir("my_superclass")
 
 
+CONFIG_DIR = os.path.join(REPO, "keras_superclass", "configs")
+FULL_SIZE_CONFIGS = sorted(
+    name[: -len(".yaml")]
+    for name in os.listdir(CONFIG_DIR)
+    if name.endswith(".yaml") and "tiny" not in name
+)
+# Shrinks a full-size config's network to seconds on a CPU; everything else
+# (tokenizer, labels, bf16, remat, accumulation, logs) stays as shipped.
+SHRINK = {
+    "vit": (
+        "model.backbone.num_layers=1",
+        "model.backbone.hidden_dim=64",
+        "model.backbone.mlp_dim=128",
+        "model.backbone.num_heads=2",
+    ),
+    "crunet": (
+        "model.backbone.stage_units=[1,1,1,1]",
+        "model.backbone.stage_filters=[32,64,128,256]",
+        "model.backbone.stage_widths=[16,32,64,128]",
+        "model.backbone.cardinality=4",
+        "model.backbone.cru_dims=[0,0,64,0]",
+        "model.backbone.stem_filters=16",
+    ),
+}
+
+
+@pytest.mark.skipif(
+    keras.config.backend() != "jax",
+    reason="Each shipped config runs once per suite run (jax).",
+)
+def test_full_size_configs_train_as_shipped_at_tiny_size(
+    tmp_path, monkeypatch, capsys
+):
+    """Every full-size config trains a step on `keras-superclass shards`
+    output at the path the configs name, shrunk only in size."""
+    write_user_data(tmp_path, count=8)
+    monkeypatch.chdir(tmp_path)
+    for line in (
+        "keras-superclass shards --images images --captions captions.csv "
+        "--out data/shards --quiet",
+        "keras-superclass synsets --captions 'data/shards/*.tfrecord' "
+        "--out data/synset_vocabulary.json --min-count 0",
+    ):
+        run_cli(line, capsys)
+    assert len(FULL_SIZE_CONFIGS) >= 9
+    for config in FULL_SIZE_CONFIGS:
+        shrink = SHRINK["crunet" if "crunet" in config else "vit"]
+        code = main(
+            ["train", "--config", config, *shrink]
+            + [
+                "model.backbone.image_shape=[32,32,3]",
+                "data.image_size=32",
+                "training.global_batch_size=2",
+                "training.micro_batch_size=1",
+                "training.total_steps=1",
+                "training.steps_per_epoch=1",
+                "training.warmup_steps=0",
+                f"checkpoint.dir=runs/{config}",
+            ]
+        )
+        err = capsys.readouterr().err
+        assert code == 0, f"{config} exited {code}:\n{err[-2000:]}"
+        assert os.path.isdir(f"runs/{config}/tensorboard"), config
+
+
 JOURNEY_CONFIGS = (
     ["catlip_tiny", "cls_crunet_tiny"]
     if keras.config.backend() == "jax"
