@@ -372,3 +372,37 @@ def test_cli_probe_end_to_end(tiny_backbone, tmp_path, capsys):
     common[common.index("--train") + 1] = str(tmp_path / "missing")
     assert main(common + ["--out", str(out)]) == 2
     assert "missing' does not exist" in capsys.readouterr().err
+
+
+def test_cli_probe_reads_a_labels_table_with_splits(
+    tiny_backbone, tmp_path, capsys
+):
+    from keras_superclass.cli.main import main
+
+    write_image_folder(tmp_path / "images", 5, seed=0)
+    rows = ["file,label,split"]
+    for name in ("cat", "dog"):
+        for i in range(5):
+            split = "train" if i < 3 else "test"
+            rows.append(f"images/{name}/{i}.png,{name},{split}")
+    table = tmp_path / "labels.csv"
+    table.write_text("\n".join(rows) + "\n")
+    preset = tmp_path / "preset"
+    tiny_backbone.save_to_preset(str(preset))
+    common = ["probe", "--preset", str(preset), "--train", str(table)]
+    common += ["--test", str(table), "--out", str(tmp_path / "results")]
+    args = ["--epochs", "2", "--k", "3", "--shots", "1", "--seeds", "0"]
+    assert main(common + args) == 0
+    capsys.readouterr()
+    with open(tmp_path / "results" / "results.json") as file:
+        results = json.load(file)
+    assert (results["num_train"], results["num_test"]) == (6, 4)
+    assert results["class_names"] == ["cat", "dog"]
+
+    # A split that is not in the table, and a file column relative to the
+    # wrong folder, are one-line errors.
+    assert main(common + args + ["--test-split", "val"]) == 2
+    assert "'split' column (['test', 'train'])" in capsys.readouterr().err
+    table.write_text(table.read_text().replace("images/", ""))
+    assert main(common + args) == 2
+    assert "relative to the table's folder" in capsys.readouterr().err

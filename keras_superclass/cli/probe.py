@@ -34,11 +34,22 @@ def add_parser(subparsers):
     parser.add_argument(
         "--train",
         required=True,
-        help="Labelled training images: a folder of class subfolders (or "
-        "what keras_superclass.data.labelled_image_dataset reads).",
+        help="Labelled training images: a folder of class subfolders, a "
+        "labels table (CSV/TSV with file,label[,split]; files relative to "
+        "the table) or labelled TFRecord shards.",
     )
     parser.add_argument(
         "--test", required=True, help="Labelled test images, same layout."
+    )
+    parser.add_argument(
+        "--train-split",
+        default="train",
+        help="With a labels table (file,label,split): the rows of --train.",
+    )
+    parser.add_argument(
+        "--test-split",
+        default="test",
+        help="With a labels table (file,label,split): the rows of --test.",
     )
     parser.add_argument(
         "--protocols",
@@ -178,13 +189,13 @@ def image_converter_for(preset, encoder, image_size):
     return SuperClassImageConverter(size, normalize=True)
 
 
-def load_labelled_data(path, converter, batch_size):
+def load_labelled_data(path, converter, batch_size, split=None):
     """`(batches, class_names or None)` of labelled images, prepared by
-    `converter` (class folders or labelled shards)."""
+    `converter` (class folders, a labels table or labelled shards)."""
     from keras_superclass.data import labelled_image_dataset
 
     return labelled_image_dataset(
-        path, batch_size=batch_size, image_converter=converter
+        path, batch_size=batch_size, image_converter=converter, split=split
     )
 
 
@@ -203,9 +214,11 @@ def run(args):
     converter = image_converter_for(args.preset, encoder, args.image_size)
     image_size = converter.image_size
     train, class_names = load_labelled_data(
-        args.train, converter, args.batch_size
+        args.train, converter, args.batch_size, args.train_split
     )
-    test, _ = load_labelled_data(args.test, converter, args.batch_size)
+    test, _ = load_labelled_data(
+        args.test, converter, args.batch_size, args.test_split
+    )
     results = evaluate_encoder(
         encoder,
         train,

@@ -15,13 +15,13 @@ import tensorflow as tf
 
 from keras_superclass.data import corrupt_records
 from keras_superclass.data import image_pipeline
+from keras_superclass.data import labelled_files
 from keras_superclass.data import records as records_lib
 from keras_superclass.data import schema
 from keras_superclass.data import transforms
 from keras_superclass.data.corrupt_records import CorruptRecordCounter
 from keras_superclass.data.image_converter import SuperClassImageConverter
 from keras_superclass.data.read_options import ReadOptions
-from keras_superclass.utils.constants import IMAGE_EXTENSIONS
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -252,16 +252,6 @@ def _resolve_label_fn(label_fn, tokenizer, max_labels):
     return make_label_fn(tokenizer, max_labels=max_labels, pad_id=-1)
 
 
-def _is_class_folder(path):
-    path = os.fspath(path)
-    if not os.path.isdir(path):
-        return False
-    entries = os.listdir(path)
-    has_shards = any(e.endswith(schema.SHARD_SUFFIX) for e in entries)
-    has_dirs = any(os.path.isdir(os.path.join(path, e)) for e in entries)
-    return has_dirs and not has_shards
-
-
 def _manifest_class_names(files, label_feature):
     path = os.path.join(os.path.dirname(files[0]), schema.MANIFEST_NAME)
     if not os.path.exists(path):
@@ -288,13 +278,17 @@ def labelled_image_dataset(
     counter=None,
     resize_method="pil",
     image_converter=None,
+    split=None,
 ):
     """Batches of `(images, labels)` for evaluation (linear probe, kNN).
 
-    Two layouts:
+    Three layouts:
 
     - a folder of class sub-folders (`path/CLASS/*.jpg`): class ids follow
       the sorted class folder names;
+    - a labels table (`.csv` / `.tsv`) with columns `file` (relative to the
+      table's folder), `label` and optionally `split` (then pick one with
+      `split`): class ids follow the sorted label names of the whole table;
     - TFRecord shards (glob, folder or list) with an integer feature
       `label_feature` (the first value is used), e.g. the demo dataset's
       `label_shape` / `label_color` / `label_count`; class names come from
@@ -302,7 +296,8 @@ def labelled_image_dataset(
       present, else `None`.
 
     Args:
-        path: class folder, shard glob / folder, or list of shard files.
+        path: class folder, labels table, shard glob / folder, or list of
+            shard files.
         image_size: output side length.
         batch_size: batch size.
         training: random crop (scale (0.9, 1)) + shuffle instead of the eval
@@ -321,6 +316,7 @@ def labelled_image_dataset(
         image_converter: a `SuperClassImageConverter` (e.g. a task's
             `preprocessor.image_converter`) to prepare the images with;
             replaces `image_size`, `resize_method` and `normalize`.
+        split: the rows of a labels table whose `split` column equals it.
 
     Returns:
         `(dataset, class_names)`: `dataset` yields `(images, labels int32)`
@@ -349,9 +345,16 @@ def labelled_image_dataset(
         batch_size=batch_size,
         drop_remainder=drop_remainder,
     )
-    if _is_class_folder(path):
-        records, load, class_names = _class_folder_records(
-            path, options, process_index, process_count
+    if labelled_files.is_class_folder(path) or labelled_files.is_label_table(
+        path
+    ):
+        if labelled_files.is_label_table(path):
+            listing = labelled_files.label_table_files(path, split)
+        else:
+            listing = labelled_files.class_folder_files(path)
+        paths, labels, class_names = listing
+        records, load = _image_file_records(
+            (paths, labels), options, process_index, process_count
         )
     else:
         files = records_lib.files_of_process(
@@ -372,20 +375,9 @@ def labelled_image_dataset(
     return image_pipeline.batch(ds, options, counter), class_names
 
 
-def _class_folder_records(path, options, process_index, process_count):
-    """`(records, load, class_names)` of a folder of class folders."""
-    root = os.fspath(path)
-    class_names = sorted(
-        d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))
-    )
-    paths, labels = [], []
-    for label, name in enumerate(class_names):
-        for file in sorted(os.listdir(os.path.join(root, name))):
-            if file.lower().endswith(IMAGE_EXTENSIONS):
-                paths.append(os.path.join(root, name, file))
-                labels.append(label)
-    if not paths:
-        raise FileNotFoundError(f"No images in the class folders of {root!r}.")
+def _image_file_records(files, options, process_index, process_count):
+    """`(records, load)` of image files and their int labels."""
+    paths, labels = files
     records = tf.data.Dataset.from_tensor_slices(
         (paths, tf.constant(labels, tf.int32))
     )
@@ -399,7 +391,7 @@ def _class_folder_records(path, options, process_index, process_count):
         file, label = record
         return tf.io.read_file(file), label, tf.constant(0, tf.int32)
 
-    return records, load, class_names
+    return records, load
 
 
 def _labelled_record_loader(label_feature):
