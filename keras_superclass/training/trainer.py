@@ -24,6 +24,7 @@ from keras_superclass.training.checkpoints import CheckpointError
 from keras_superclass.training.checkpoints import CheckpointManager
 from keras_superclass.training.config import save_config
 from keras_superclass.training.config_checks import check_paths
+from keras_superclass.training.image_text_builders import is_image_text
 from keras_superclass.utils.io import atomic_write_text
 
 
@@ -113,7 +114,9 @@ def build_compiled_model(config, training_loss=True):
     preprocessor = build_preprocessor(config)
     model = build_task(config, preprocessor)
     loss = "auto"
-    if training_loss:
+    if training_loss and is_image_text(config):
+        loss = config["loss"]["contrastive"]
+    elif training_loss:
         loss = build_loss(
             config, model.vocabulary_size, preprocessor.special_ids
         )
