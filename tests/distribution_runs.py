@@ -30,7 +30,7 @@ def data():
     return x, ids
 
 
-def build():
+def build(run_eagerly=False):
     import keras
 
     from keras_superclass.models import SuperClassBackbone
@@ -47,7 +47,13 @@ def build():
     )
     model = SuperClassClassifier(backbone, vocabulary_size=VOCABULARY)
     # Warmup then cosine: the schedule's position matters too.
-    model.compile(learning_rate=1e-2, warmup_steps=1, total_steps=4)
+    model.compile(
+        learning_rate=1e-2,
+        warmup_steps=1,
+        total_steps=4,
+        metrics=None,
+        run_eagerly=run_eagerly,
+    )
     return model
 
 
@@ -116,7 +122,8 @@ def run_tensorflow(out):
 
     strategy = tensorflow_strategy.mirrored_strategy(num_cpu_devices=2)
     x, ids = data()
-    model = build()
+    # The reference eagerly: no graph to trace for 3 steps.
+    model = build(run_eagerly=True)
     single_losses = fit(model, x, ids, GLOBAL_BATCH)
     single = state(model)
     with strategy.scope():
@@ -138,6 +145,7 @@ def run_torch(out):
     from keras_superclass.distribution import torch_ddp
 
     rank, world = torch_ddp.initialize()
+    torch_ddp.BUCKET_BYTES = 4096  # several buckets even for this model
     x, ids = data()
     # This process's share of every global batch.
     local = GLOBAL_BATCH // world

@@ -96,7 +96,7 @@ def _buckets(tensors, bucket_bytes):
         yield bucket
 
 
-def all_reduce_mean(tensors, bucket_bytes=BUCKET_BYTES):
+def all_reduce_mean(tensors, bucket_bytes=None):
     """Averages tensors over the processes, in place; `None`s are skipped.
 
     Tensors travel flattened in buckets, all in flight at once (as
@@ -104,6 +104,7 @@ def all_reduce_mean(tensors, bucket_bytes=BUCKET_BYTES):
     (`gloo` has no average).
     """
     world = world_size()
+    bucket_bytes = bucket_bytes or BUCKET_BYTES
     tensors = [t for t in tensors if t is not None]
     if world == 1 or not tensors:
         return
