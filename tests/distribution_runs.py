@@ -118,20 +118,22 @@ def compare(parallel, single):
 
 
 def run_tensorflow(out):
-    from keras_superclass.distribution import tensorflow_strategy
+    from keras_superclass.distribution import activate
 
-    strategy = tensorflow_strategy.mirrored_strategy(num_cpu_devices=2)
+    # What a config's `distribution: {kind: data, mesh_shape: [2]}` does.
+    run = activate({"kind": "data", "mesh_shape": [2]})
     x, ids = data()
     # The reference eagerly: no graph to trace for 3 steps.
     model = build(run_eagerly=True)
     single_losses = fit(model, x, ids, GLOBAL_BATCH)
     single = state(model)
-    with strategy.scope():
-        model = build()
+    with run:
+        model = run.prepare_model(build())
     losses = fit(model, x, ids, GLOBAL_BATCH)  # Keras splits each batch
     result = compare(state(model), single)
     result.update(
-        replicas=strategy.num_replicas_in_sync,
+        replicas=run.num_replicas,
+        process_batch=run.process_batch_size(GLOBAL_BATCH),
         losses=losses,
         single_losses=single_losses,
     )
@@ -142,20 +144,22 @@ def run_torch(out):
     import torch.distributed as dist
 
     from keras_superclass.data.records import default_process_index_and_count
+    from keras_superclass.distribution import activate
     from keras_superclass.distribution import torch_ddp
 
-    rank, world = torch_ddp.initialize()
+    # What a config's `distribution: {kind: data}` does under torchrun.
+    run = activate({"kind": "data"})
     torch_ddp.BUCKET_BYTES = 4096  # several buckets even for this model
+    rank, local = run.process_index, run.process_batch_size(GLOBAL_BATCH)
     x, ids = data()
     # This process's share of every global batch.
-    local = GLOBAL_BATCH // world
     rows = [
         i
-        for step in range(STEPS)
-        for i in range(step * GLOBAL_BATCH, (step + 1) * GLOBAL_BATCH)
+        for i in range(STEPS * GLOBAL_BATCH)
         if (i % GLOBAL_BATCH) // local == rank
     ]
-    model = torch_ddp.data_parallel(build())
+    with run:
+        model = run.prepare_model(build())
     losses = fit(model, x[rows], ids[rows], local)
     parallel = state(model)
     reader_share = default_process_index_and_count()
@@ -166,7 +170,8 @@ def run_torch(out):
     single_losses = fit(model, x, ids, GLOBAL_BATCH)
     result = compare(parallel, state(model))
     result.update(
-        replicas=world,
+        replicas=run.num_replicas,
+        process_batch=local,
         reader_share=list(reader_share),
         losses=losses,
         single_losses=single_losses,

@@ -55,6 +55,7 @@ def check_equal_to_one_device(result):
 def test_mirrored_strategy_equals_one_device(tmp_path):
     result = run([sys.executable, RUNNER], tmp_path / "result.json")
     check_equal_to_one_device(result)
+    assert result["process_batch"] == 8  # one process: the global batch
 
 
 @pytest.mark.skipif(
@@ -68,5 +69,6 @@ def test_torchrun_data_parallel_equals_one_device(tmp_path):
         tmp_path / "result.json",
     )
     check_equal_to_one_device(result)
-    # The reader gives each process its own share of the shards.
+    # Each process reads its own share of the shards and of each batch.
     assert result["reader_share"] == [0, 2]
+    assert result["process_batch"] == 4

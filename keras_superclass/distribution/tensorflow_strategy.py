@@ -20,7 +20,12 @@ every visible GPU):
 >>> model.fit(dataset_of_global_batches)  # doctest: +SKIP
 """
 
+import contextlib
+import os
+
 import tensorflow as tf
+
+from keras_superclass.distribution.base import RunDistribution
 
 
 def split_cpu(num_devices):
@@ -91,3 +96,69 @@ def replica_sum(x):
     if context is None or context.num_replicas_in_sync == 1:
         return x
     return context.all_reduce(tf.distribute.ReduceOp.SUM, x)
+
+
+class StrategyRunDistribution(RunDistribution):
+    """A `RunDistribution` around a `tf.distribute.Strategy`: one process
+    reads global batches, which Keras splits over the replicas."""
+
+    def __init__(self, strategy, **kwargs):
+        super().__init__(**kwargs)
+        self.strategy = strategy
+
+    @contextlib.contextmanager
+    def scope(self):
+        with self.strategy.scope():
+            yield self
+
+
+def activate(section):
+    """The `RunDistribution` of a checked `distribution` section.
+
+    `data` (or `auto` with several GPUs): `MirroredStrategy` over every
+    visible GPU; on a host without GPUs, over the CPU split into
+    `mesh_shape[0]` logical devices (default 1).
+    """
+    kind = section["kind"]
+    if kind == "model":
+        raise NotImplementedError(
+            "distribution.kind 'model' needs keras.distribution's "
+            "ModelParallel, which Keras runs on the jax backend only. Use "
+            "KERAS_BACKEND=jax, or distribution.kind 'data' here."
+        )
+    if os.environ.get("TF_CONFIG"):
+        raise NotImplementedError(
+            "TF_CONFIG is set (a multi-worker tf.distribute cluster); this "
+            "version trains on one host with TensorFlow. Run one process "
+            "per host with KERAS_BACKEND=jax (keras.distribution multi-host) "
+            "or torch (torchrun), or unset TF_CONFIG."
+        )
+    shape = section["mesh_shape"]
+    if shape is not None and (len(shape) != 1 and shape[1:] != [1]):
+        raise ValueError(
+            f"'distribution.mesh_shape' {shape}: on tensorflow only data "
+            f"parallelism runs, so give one axis, e.g. [2], or null."
+        )
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        strategy = mirrored_strategy()
+        if shape is not None and shape[0] != strategy.num_replicas_in_sync:
+            raise ValueError(
+                f"'distribution.mesh_shape' {shape} does not match the "
+                f"{strategy.num_replicas_in_sync} visible GPU(s); set it to "
+                f"null (every GPU) or limit CUDA_VISIBLE_DEVICES."
+            )
+    else:
+        strategy = mirrored_strategy(num_cpu_devices=(shape or [1])[0])
+    replicas = strategy.num_replicas_in_sync
+    where = "GPU" if gpus else "CPU"
+    return StrategyRunDistribution(
+        strategy,
+        kind="data",
+        num_replicas=replicas,
+        num_devices=replicas,
+        description=(
+            f"tf.distribute.MirroredStrategy over {replicas} {where} "
+            f"device(s), 1 process"
+        ),
+    )

@@ -29,6 +29,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from keras_superclass.distribution.base import RunDistribution
+
 # DistributedDataParallel's default bucket size.
 BUCKET_BYTES = 25 * 2**20
 
@@ -176,3 +178,53 @@ def data_parallel(model):
     model.train_function = None
     model._data_parallel_torch = True
     return model
+
+
+class TorchRunDistribution(RunDistribution):
+    """A `RunDistribution` over the `torch.distributed` processes: each
+    reads its own share of the shards and of every global batch."""
+
+    def prepare_model(self, model):
+        return data_parallel(model)
+
+
+def activate(section):
+    """The `RunDistribution` of a checked `distribution` section: data
+    parallel over the processes `torchrun` started (one per device)."""
+    kind = section["kind"]
+    if kind == "model":
+        raise NotImplementedError(
+            "distribution.kind 'model' needs keras.distribution's "
+            "ModelParallel, which Keras runs on the jax backend only. Use "
+            "KERAS_BACKEND=jax, or distribution.kind 'data' under torchrun."
+        )
+    rank_, world = initialize()
+    shape = section["mesh_shape"]
+    if shape is not None and list(shape) not in ([world], [world, 1]):
+        raise ValueError(
+            f"'distribution.mesh_shape' {shape} does not match the {world} "
+            f"torch.distributed process(es) (one device each); set it to "
+            f"null or [{world}], or start {shape[0]} processes with "
+            f"`torchrun --nproc_per_node={shape[0]}`."
+        )
+    if world == 1 and torch.cuda.device_count() > 1 and kind == "data":
+        raise ValueError(
+            f"{torch.cuda.device_count()} GPUs but one process: on torch, "
+            f"data parallelism runs one process per GPU. Launch with "
+            f"`torchrun --nproc_per_node={torch.cuda.device_count()} ...`."
+        )
+    device = "GPU" if torch.cuda.is_available() else "CPU"
+    return TorchRunDistribution(
+        kind="data" if world > 1 else "none",
+        num_replicas=world,
+        num_devices=world,
+        num_processes=world,
+        process_index=rank_,
+        data_shard_count=world,
+        data_shard_index=rank_,
+        description=(
+            f"torch.distributed data parallel over {world} process(es) "
+            f"({dist.get_backend() if world > 1 else 'no'} collectives, "
+            f"one {device} each)"
+        ),
+    )
