@@ -17,7 +17,10 @@ own collectives:
   (`process_sum`, via `keras_superclass.distribution.replicas`).
 
 Each process reads its own share of the shards (the reader splits files by
-`torch.distributed` rank) at batch `global batch / world size`.
+`torch.distributed` rank) at batch `global batch / world size`, and every
+process must run the same number of steps (the trainer's endless stream
+does). With gradient accumulation every micro-batch's gradient is averaged
+(one exchange per micro-batch, as DDP without `no_sync`).
 
 Launch one process per device:
 
