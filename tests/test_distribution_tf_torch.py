@@ -72,3 +72,16 @@ def test_torchrun_data_parallel_equals_one_device(tmp_path):
     # Each process reads its own share of the shards and of each batch.
     assert result["reader_share"] == [0, 2]
     assert result["process_batch"] == 4
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() == "jax",
+    reason="jax runs model parallelism (tests/test_distribution_jax.py)",
+)
+def test_unsupported_requests_fail_with_a_fix():
+    from keras_superclass.distribution import activate
+
+    with pytest.raises(NotImplementedError, match="KERAS_BACKEND=jax"):
+        activate({"kind": "model"})
+    with pytest.raises(ValueError, match="mesh_shape"):
+        activate({"kind": "data", "mesh_shape": [4, 2]})
