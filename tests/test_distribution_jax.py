@@ -12,6 +12,7 @@ with the one-device run on the same global batches.
 import glob
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -22,7 +23,7 @@ import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-pytestmark = pytest.mark.skipif(
+jax_only = pytest.mark.skipif(
     keras.config.backend() != "jax",
     reason="keras.distribution on JAX; the tf.distribute and DDP paths "
     "have their own tests.",
@@ -106,9 +107,10 @@ def _two_shard_reference(config):
     )
     record = _Record()
     t = config["training"]
-    model.fit(
+    model.fit(  # epochs as the trainer's: the logged loss is per epoch
         dataset,
-        steps_per_epoch=t["total_steps"] * t["accumulation_steps"],
+        epochs=t["total_steps"] // t["steps_per_epoch"],
+        steps_per_epoch=t["steps_per_epoch"] * t["accumulation_steps"],
         callbacks=[record],
         verbose=0,
     )
@@ -273,6 +275,7 @@ def _assert_same(run, reference, what):
     assert difference**0.5 <= RTOL * total**0.5, what
 
 
+@jax_only
 def test_data_and_model_parallel_and_resume_match_one_device(one_process):
     runs = one_process
     _assert_same(runs["data"], runs["single"], "data parallel (8)")
@@ -287,6 +290,7 @@ def test_data_and_model_parallel_and_resume_match_one_device(one_process):
         np.testing.assert_array_equal(preset[key], value, err_msg=key)
 
 
+@jax_only
 def test_two_processes_match_one_device(data, one_process):
     root, shards = data
     out = root / "multi"
@@ -315,6 +319,32 @@ def test_two_processes_match_one_device(data, one_process):
         assert json.load(f) == {"devices": 8, "local": 4}
     multi = _load(out / "multi.npz")["multi"]
     _assert_same(multi, one_process["two_shards"], "2 processes x 4")
+
+
+def test_distribution_config_errors_name_key_and_fix():
+    from keras_superclass.distribution import activate
+    from keras_superclass.training.config import ConfigError
+    from keras_superclass.training.config import load_config
+
+    config = load_config("demo_tiny", ["distribution.mesh_shape=[2,4]"])
+    assert config["distribution"]["mesh_shape"] == [2, 4]
+    assert config["distribution"]["kind"] == "auto"
+    bad = {
+        "distribution.kind=pipeline": "one of 'auto', 'none'",
+        "distribution.mesh_shape=[0, 4]": "positive integers",
+        "distribution.model_parallel_weights=[['(', [model]]]": "regex",
+        "distribution.devices=4": "Known keys here",
+    }
+    for override, expected in bad.items():
+        with pytest.raises(ConfigError, match=re.escape(expected)) as error:
+            load_config("demo_tiny", [override])
+        assert override.split("=")[0] in str(error.value)
+        assert "on the command line" in str(error.value)
+    with pytest.raises(ValueError, match="axis_names"):
+        activate({"axis_names": ["batch"]})
+    run = activate({"kind": "none"})
+    with run:
+        assert run.process_batch_size(64) == 64 and run.is_chief
 
 
 if __name__ == "__main__":

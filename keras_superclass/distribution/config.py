@@ -8,6 +8,7 @@ distribution:
   model_parallel_weights:   # [regex of a weight path, its axes]
     - ['token_head/classifier/kernel', [null, model]]
   multi_host: auto      # auto | true | false
+  num_devices: null     # use only the first N devices (one process)
 ```
 
 - `auto`: data parallel over every visible device when there are several
@@ -52,6 +53,7 @@ DEFAULTS = {
     "axis_names": ["batch", "model"],
     "model_parallel_weights": [list(entry) for entry in MODEL_PARALLEL_WEIGHTS],
     "multi_host": "auto",
+    "num_devices": None,
 }
 
 
@@ -117,6 +119,11 @@ RULES = {
         ),
     ),
     "distribution.multi_host": ("choice", ("auto", True, False)),
+    "distribution.num_devices": (
+        "check",
+        lambda v: v is None or (type(v) is int and v >= 1),
+        lambda: "null or a positive integer",
+    ),
 }
 
 

@@ -109,7 +109,18 @@ def activate(section):
     """The `RunDistribution` a checked `distribution` section asks for."""
     initialize_multi_host(section["multi_host"])
     devices = keras.distribution.list_devices()
-    num_devices, processes = len(devices), jax.process_count()
+    processes = jax.process_count()
+    wanted = section["num_devices"]
+    if wanted is not None:
+        if wanted > len(devices) or processes > 1:
+            raise ValueError(
+                f"'distribution.num_devices' is {wanted}, but this run has "
+                f"{len(devices)} devices in {processes} process(es); it "
+                f"takes at most {len(devices)} in a one-process run. Remove "
+                f"the key to use every device."
+            )
+        devices = devices[:wanted]
+    num_devices = len(devices)
     kind = section["kind"]
     if kind == "auto":
         kind = "data" if num_devices > 1 else "none"

@@ -246,14 +246,13 @@ def _train(config, resume, callbacks, verbose, distribution):
         # Before the report, so its line follows the finished epoch's bar.
         keras.callbacks.ProgbarLogger(),
         keras.callbacks.TerminateOnNaN(),
+        # Every process saves (a collective step); the chief writes.
+        CheckpointCallback(manager, extra=shards, write=chief),
         # Skipped (corrupt) records are counted by the reader; say so.
         CorruptRecordReport(dataset),
     ]
     if chief:  # one writer of the run directory
-        all_callbacks[2:2] = [
-            _CSVLogger(log_path, append=True),
-            CheckpointCallback(manager, extra=shards),
-        ]
+        all_callbacks.insert(2, _CSVLogger(log_path, append=True))
     if config["checkpoint"]["tensorboard"] and chief:
         all_callbacks.append(
             keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"))
