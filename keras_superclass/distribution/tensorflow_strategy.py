@@ -116,8 +116,9 @@ def activate(section):
     """The `RunDistribution` of a checked `distribution` section.
 
     `data` (or `auto` with several GPUs): `MirroredStrategy` over every
-    visible GPU; on a host without GPUs, over the CPU split into
-    `mesh_shape[0]` logical devices (default 1).
+    visible GPU (the first `num_devices`); on a host without GPUs, over the
+    CPU split into `mesh_shape[0]` (or `num_devices`) logical devices
+    (default 1).
     """
     kind = section["kind"]
     if kind == "model":
@@ -139,9 +140,16 @@ def activate(section):
             f"'distribution.mesh_shape' {shape}: on tensorflow only data "
             f"parallelism runs, so give one axis, e.g. [2], or null."
         )
+    wanted = section.get("num_devices")
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
-        strategy = mirrored_strategy()
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")]
+        if wanted is not None and wanted > len(devices):
+            raise ValueError(
+                f"'distribution.num_devices' is {wanted} but {len(devices)} "
+                f"GPU(s) are visible; use at most {len(devices)} or null."
+            )
+        strategy = mirrored_strategy(devices=devices[:wanted])
         if shape is not None and shape[0] != strategy.num_replicas_in_sync:
             raise ValueError(
                 f"'distribution.mesh_shape' {shape} does not match the "
@@ -149,7 +157,9 @@ def activate(section):
                 f"null (every GPU) or limit CUDA_VISIBLE_DEVICES."
             )
     else:
-        strategy = mirrored_strategy(num_cpu_devices=(shape or [1])[0])
+        strategy = mirrored_strategy(
+            num_cpu_devices=(shape or [wanted or 1])[0]
+        )
     replicas = strategy.num_replicas_in_sync
     where = "GPU" if gpus else "CPU"
     return StrategyRunDistribution(

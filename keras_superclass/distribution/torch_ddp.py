@@ -210,6 +210,13 @@ def activate(section):
             f"null or [{world}], or start {shape[0]} processes with "
             f"`torchrun --nproc_per_node={shape[0]}`."
         )
+    wanted = section.get("num_devices")
+    if wanted is not None and wanted != world:
+        raise ValueError(
+            f"'distribution.num_devices' is {wanted} but {world} process(es) "
+            f"run: on torch each process drives one device, so start "
+            f"`torchrun --nproc_per_node={wanted} ...` (or set it to null)."
+        )
     if world == 1 and torch.cuda.device_count() > 1 and kind == "data":
         raise ValueError(
             f"{torch.cuda.device_count()} GPUs but one process: on torch, "
