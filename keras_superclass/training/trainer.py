@@ -226,6 +226,7 @@ def _train(config, resume, callbacks, verbose, distribution):
             return model, None
 
         check_data_shards(manager, meta, distribution)
+    model = distribution.prepare_model(model)
 
     micro_steps = t["steps_per_epoch"] * t["accumulation_steps"]
     # The data position is per process: each skips its own batches.
@@ -265,7 +266,7 @@ def _train(config, resume, callbacks, verbose, distribution):
         initial_epoch=initial_epoch,
         steps_per_epoch=micro_steps,
         callbacks=all_callbacks + list(callbacks),
-        verbose=verbose,
+        verbose=verbose if chief else 0,  # one progress bar
         shuffle=False,  # the stream is shuffled by the reader
     )
     return model, history
