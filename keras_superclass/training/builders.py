@@ -161,16 +161,31 @@ def build_tokenizer(config):
     return tokenizers.get_tokenizer(name)
 
 
-def build_train_dataset(config, preprocessor, skip_batches=0):
-    """The infinite training stream of micro-batches, fast-forwarded."""
+def build_train_dataset(
+    config, preprocessor, skip_batches=0, distribution=None
+):
+    """The infinite training stream of micro-batches, fast-forwarded.
+
+    With a `RunDistribution`, this process's share: its files of the
+    shards and its part of each global micro-batch.
+    """
     from keras_superclass.data import image_text_dataset
 
     data = config["data"]
     if not data["train"]:
         raise ConfigError("'data.train' (a TFRecord glob) is not set.")
+    batch_size = config["training"]["micro_batch_size"]
+    shard = {}
+    if distribution is not None:
+        batch_size = distribution.process_batch_size(batch_size)
+        shard = dict(
+            process_index=distribution.data_shard_index,
+            process_count=distribution.data_shard_count,
+        )
     return image_text_dataset(
         data["train"],
-        batch_size=config["training"]["micro_batch_size"],
+        batch_size=batch_size,
+        **shard,
         preprocessor=preprocessor,
         training=True,
         shuffle_buffer=data["shuffle_buffer"],

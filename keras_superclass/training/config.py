@@ -13,6 +13,8 @@ import os
 
 import yaml
 
+from keras_superclass.distribution.config import DEFAULTS as DISTRIBUTION
+
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
 
 DEFAULTS = {
@@ -98,6 +100,8 @@ DEFAULTS = {
         "keep": 3,
         "tensorboard": True,
     },
+    # Devices and hosts: see keras_superclass/distribution/config.py.
+    "distribution": copy.deepcopy(DISTRIBUTION),
 }
 
 

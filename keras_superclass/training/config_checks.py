@@ -7,6 +7,7 @@ numbers that YAML read as strings (`5e-4`, `1e9`) into numbers.
 
 import os
 
+from keras_superclass.distribution.config import RULES as DISTRIBUTION_RULES
 from keras_superclass.training.config import ConfigError
 from keras_superclass.training.config import _where
 
@@ -150,6 +151,7 @@ RULES = {
     "checkpoint.dir": ("text",),
     "checkpoint.keep": ("int", 1),
     "checkpoint.tensorboard": ("bool",),
+    **DISTRIBUTION_RULES,
 }
 
 

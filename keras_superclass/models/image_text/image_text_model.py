@@ -3,6 +3,7 @@
 import warnings
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_superclass.data.image_converter import ImageNormalization
@@ -72,10 +73,10 @@ class ImageTextModel(PresetTask):
         preprocessor: a preprocessor giving `{"images", "token_ids"}`.
         compile: compile with the CLIP recipe on construction.
 
-    Example:
-    >>> backbone = SuperClassBackbone(
-    ...     image_shape=(32, 32, 3), patch_size=16, num_layers=1,
-    ...     num_heads=2, hidden_dim=32, mlp_dim=64,
+    Example (the sizes of the `SuperClassBackbone` and
+    `OpenCLIPTextEncoder` examples):
+    >>> backbone = SuperClassBackbone.from_preset(
+    ...     "superclass_vit_ti16", image_shape=(32, 32, 3), num_layers=1
     ... )
     >>> model = ImageTextModel(
     ...     backbone,
@@ -210,18 +211,36 @@ class ImageTextModel(PresetTask):
         features = self.text_projection(pooled)
         return l2_normalize(features) if normalize else features
 
-    @staticmethod
-    def _batched(fn, inputs, batch_size):
-        if batch_size is None or inputs.shape[0] <= batch_size:
-            return fn(inputs)
-        parts = [
-            fn(inputs[i : i + batch_size])
-            for i in range(0, inputs.shape[0], batch_size)
-        ]
-        return ops.concatenate(parts, axis=0)
+    def _encoder(self, kind):
+        """A compiled-on-predict model of one tower (built once).
+
+        Kept out of Keras' attribute tracking (`__dict__`), so presets
+        and checkpoints do not see the shared layers twice.
+        """
+        cache = self.__dict__.setdefault("_tower_models", {})
+        if kind not in cache:
+            if kind == "images":
+                inputs = keras.Input(shape=self.backbone.input_shape[1:])
+                outputs = self._image_features(inputs, False, None)
+            else:
+                length = self.text_encoder.sequence_length
+                inputs = keras.Input(shape=(length,), dtype="int32")
+                outputs = self._text_features(inputs, False, None)
+            cache[kind] = keras.Model(inputs, outputs, name=f"{kind}_tower")
+        return cache[kind]
+
+    def _encode(self, kind, inputs, normalize, batch_size):
+        features = self._encoder(kind).predict(
+            inputs, batch_size=batch_size, verbose=0
+        )
+        features = np.asarray(features, dtype="float32")
+        if normalize:
+            norms = np.linalg.norm(features, axis=-1, keepdims=True)
+            features = features / np.maximum(norms, 1e-12)
+        return features
 
     def encode_images(self, images, normalize=True, batch_size=256):
-        """Image embeddings `(N, D)` (inference mode).
+        """Image embeddings `(N, D)` as NumPy (inference mode, compiled).
 
         Args:
             images: `(N, H, W, 3)` images as the model takes them (raw
@@ -229,15 +248,10 @@ class ImageTextModel(PresetTask):
             normalize: L2-normalise the embeddings.
             batch_size: images per forward pass.
         """
-
-        def fn(x):
-            x = ops.convert_to_tensor(x)
-            return self._image_features(x, normalize, False)
-
-        return self._batched(fn, images, batch_size)
+        return self._encode("images", images, normalize, batch_size)
 
     def encode_texts(self, token_ids, normalize=True, batch_size=256):
-        """Text embeddings `(M, D)` of `(M, L)` token ids (inference mode).
+        """Text embeddings `(M, D)` as NumPy of `(M, L)` token ids.
 
         Args:
             token_ids: ids padded to the text encoder's `sequence_length`
@@ -245,31 +259,26 @@ class ImageTextModel(PresetTask):
             normalize: L2-normalise the embeddings.
             batch_size: sequences per forward pass.
         """
+        token_ids = np.asarray(token_ids)
         length = self.text_encoder.sequence_length
-        if len(token_ids.shape) != 2 or token_ids.shape[-1] != length:
+        if token_ids.ndim != 2 or token_ids.shape[-1] != length:
             raise ValueError(
                 f"`token_ids` must be (M, {length}) ids padded to the text "
                 f"encoder's sequence_length; got shape "
                 f"{tuple(token_ids.shape)}. Tokenize with "
                 f"sequence_length={length}."
             )
-
-        def fn(x):
-            x = ops.convert_to_tensor(x, dtype="int32")
-            return self._text_features(x, normalize, False)
-
-        return self._batched(fn, token_ids, batch_size)
+        return self._encode("texts", token_ids, normalize, batch_size)
 
     def logits(self, images, token_ids):
         """`(N, M)` image-to-text logits `scale * <img, txt> (+ bias)`."""
         image_features = self.encode_images(images)
         text_features = self.encode_texts(token_ids)
         layer = self.logit_scale_layer
-        logits = ops.exp(layer.logit_scale) * ops.matmul(
-            image_features, ops.transpose(text_features)
-        )
+        scale = np.exp(ops.convert_to_numpy(layer.logit_scale))
+        logits = scale * image_features @ text_features.T
         if layer.logit_bias is not None:
-            logits = logits + layer.logit_bias
+            logits = logits + ops.convert_to_numpy(layer.logit_bias)
         return logits
 
     # === LiT ===

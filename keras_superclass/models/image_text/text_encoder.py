@@ -1,6 +1,7 @@
 """The OpenCLIP text tower as a keras-hub `Backbone`."""
 
 import keras
+import numpy as np
 from keras_hub.models import Backbone
 
 from keras_superclass.models.image_text.image_text_layers import EndTokenPooling
@@ -138,10 +139,10 @@ class OpenCLIPTextEncoder(Backbone):
                 (block.c_fc, (2 * width) ** -0.5),
                 (block.c_proj, proj_std),
             ):
+                # NumPy (seeded by keras.utils.set_random_seed): no
+                # per-shape compilation of a backend random op.
                 shape = tuple(dense.kernel.shape)
-                dense.kernel.assign(
-                    keras.random.normal(shape, stddev=std, dtype="float32")
-                )
+                dense.kernel.assign(np.random.normal(0.0, std, shape))
 
     @property
     def output_dim(self):
