@@ -37,6 +37,13 @@ def _text_encoder_from(value, dtype):
     return value
 
 
+def _as_numpy(x):
+    try:  # NumPy, tf.data / tokenizer output, CPU tensors.
+        return np.asarray(x)
+    except (TypeError, RuntimeError, ValueError):  # e.g. torch CUDA tensors
+        return ops.convert_to_numpy(x)
+
+
 @keras.saving.register_keras_serializable(package="keras_superclass")
 class ImageTextModel(PresetTask):
     """Image encoder + text encoder in a joint space, trained contrastively.
@@ -118,7 +125,13 @@ class ImageTextModel(PresetTask):
         compile=True,
         **kwargs,
     ):
-        if "pooled_output" not in getattr(backbone, "output", {}):
+        try:
+            backbone_outputs = backbone.output
+        except (AttributeError, ValueError):  # Not a functional model.
+            backbone_outputs = {}
+        if not isinstance(backbone_outputs, dict) or (
+            "pooled_output" not in backbone_outputs
+        ):
             raise ValueError(
                 f"The image encoder {type(backbone).__name__} has no "
                 f"'pooled_output' output; use a backbone of this project "
@@ -134,7 +147,7 @@ class ImageTextModel(PresetTask):
             if normalize_images
             else None
         )
-        image_width = backbone.output["pooled_output"].shape[-1]
+        image_width = backbone_outputs["pooled_output"].shape[-1]
         text_width = self.text_encoder.hidden_dim
         self.image_projection = keras.layers.Dense(
             embed_dim,
@@ -259,7 +272,7 @@ class ImageTextModel(PresetTask):
             normalize: L2-normalise the embeddings.
             batch_size: sequences per forward pass.
         """
-        token_ids = np.asarray(token_ids)
+        token_ids = _as_numpy(token_ids)
         length = self.text_encoder.sequence_length
         if token_ids.ndim != 2 or token_ids.shape[-1] != length:
             raise ValueError(
