@@ -82,7 +82,7 @@ def test_class_embeddings_average_normalised_prompts():
     reason="The notebook selects its backend itself (jax here); one "
     "execution per suite run keeps CI time down.",
 )
-def test_zero_shot_notebook_runs(tmp_path):
+def test_zero_shot_notebook_runs(tmp_path, monkeypatch):
     import nbclient
     import nbformat
 
@@ -90,9 +90,9 @@ def test_zero_shot_notebook_runs(tmp_path):
     notebook = nbformat.read(
         os.path.join(repo, "colab", "07_zero_shot.ipynb"), as_version=4
     )
-    os.environ["ZEROSHOT_SMALL"] = "1"
-    os.environ["PYTHONPATH"] = (
-        repo + os.pathsep + os.environ.get("PYTHONPATH", "")
+    monkeypatch.setenv("ZEROSHOT_SMALL", "1")
+    monkeypatch.setenv(
+        "PYTHONPATH", repo + os.pathsep + os.environ.get("PYTHONPATH", "")
     )
     client = nbclient.NotebookClient(
         notebook,
