@@ -60,6 +60,16 @@ class RunDistribution:
         """A context in which models are built and trained distributed."""
         return contextlib.nullcontext()
 
+    def prepare_model(self, model):
+        """Readies a compiled model for `fit` under this distribution (e.g.
+        gradient averaging across `torch.distributed` processes); call
+        after `compile` (and after restoring a checkpoint).
+
+        Returns:
+            The model to train.
+        """
+        return model
+
     def __enter__(self):
         scope = self.scope()
         scope.__enter__()

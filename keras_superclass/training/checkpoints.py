@@ -174,5 +174,7 @@ class CheckpointCallback(keras.callbacks.Callback):
         if self.write:
             self.manager.save(self.model, step, epoch + 1, extra=self.extra)
             return
+        if keras.backend.backend() != "jax":
+            return  # torch.distributed / tf.distribute: nothing collective
         with tempfile.TemporaryDirectory() as scratch:
             self.model.save_weights(os.path.join(scratch, "w.weights.h5"))

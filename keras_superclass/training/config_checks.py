@@ -100,7 +100,10 @@ def _resize_methods():
 _RATE = ("float?", 0)
 RULES = {
     "name": ("text",),
-    "model.task": ("choice", ("superclass", "catlip")),
+    "model.task": ("choice", ("superclass", "catlip", "lit", "clip")),
+    "model.embed_dim": ("int", 1),
+    "model.lock_image_unlocked_groups": ("int", 0),
+    "loss.contrastive": ("choice", ("clip", "siglip")),
     "model.preset": ("text",),
     "model.vocabulary_size": ("int?", 1),
     "model.head_mlp_layers": ("int", 0),

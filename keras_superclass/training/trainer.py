@@ -25,6 +25,7 @@ from keras_superclass.training.checkpoints import CheckpointError
 from keras_superclass.training.checkpoints import CheckpointManager
 from keras_superclass.training.config import save_config
 from keras_superclass.training.config_checks import check_paths
+from keras_superclass.training.image_text_builders import is_image_text
 from keras_superclass.utils.io import atomic_write_text
 
 
@@ -114,7 +115,9 @@ def build_compiled_model(config, training_loss=True):
     preprocessor = build_preprocessor(config)
     model = build_task(config, preprocessor)
     loss = "auto"
-    if training_loss:
+    if training_loss and is_image_text(config):
+        loss = config["loss"]["contrastive"]
+    elif training_loss:
         loss = build_loss(
             config, model.vocabulary_size, preprocessor.special_ids
         )
@@ -223,6 +226,7 @@ def _train(config, resume, callbacks, verbose, distribution):
             return model, None
 
         check_data_shards(manager, meta, distribution)
+    model = distribution.prepare_model(model)
 
     micro_steps = t["steps_per_epoch"] * t["accumulation_steps"]
     # The data position is per process: each skips its own batches.
@@ -262,7 +266,7 @@ def _train(config, resume, callbacks, verbose, distribution):
         initial_epoch=initial_epoch,
         steps_per_epoch=micro_steps,
         callbacks=all_callbacks + list(callbacks),
-        verbose=verbose,
+        verbose=verbose if chief else 0,  # one progress bar
         shuffle=False,  # the stream is shuffled by the reader
     )
     return model, history
