@@ -5,9 +5,10 @@ in subprocesses (this file is also their script): one process with 8
 devices trains the same tiny config on one device, data parallel over 8,
 model parallel on a 2 x 4 mesh, and the data-parallel run resumed from
 its first checkpoint as a run killed there would be (the SIGKILL itself is
-tested in test_training_run.py); two processes with 4 devices each join one run
-through `keras.distribution.initialize` (CPU collectives) and are compared
-with the one-device run on the same global batches.
+tested in test_training_run.py); two processes with 4 devices each join
+one run through `keras.distribution.initialize` (CPU collectives) and are
+compared with the one-device run on the same global batches. All in one
+test, so its subprocesses start once.
 """
 
 import glob
