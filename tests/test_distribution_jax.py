@@ -3,10 +3,12 @@
 Virtual CPU devices need `XLA_FLAGS` before JAX starts, so the runs happen
 in subprocesses (this file is also their script): one process with 8
 devices trains the same tiny config on one device, data parallel over 8,
-model parallel on a 2 x 4 mesh, and data parallel crashed after its first
-checkpoint and resumed; two processes with 4 devices each join one run
-through `keras.distribution.initialize` (CPU collectives) and are compared
-with the one-device run on the same global batches.
+model parallel on a 2 x 4 mesh, and the data-parallel run resumed from
+its first checkpoint as a run killed there would be (the SIGKILL itself is
+tested in test_training_run.py); two processes with 4 devices each join
+one run through `keras.distribution.initialize` (CPU collectives) and are
+compared with the one-device run on the same global batches. All in one
+test, so its subprocesses start once.
 """
 
 import glob
@@ -238,15 +240,6 @@ def data(tmp_path_factory):
     return root, str(root / "shards" / "train" / "*.tfrecord")
 
 
-@pytest.fixture(scope="module")
-def one_process(data):
-    root, shards = data
-    out = root / "one"
-    out.mkdir()
-    _finish(_start("one", shards, out, _env(8, root / "cache")))
-    return _load(out / "runs.npz")
-
-
 def _assert_same(run, reference, what):
     """Losses per step and IDF statistics within `RTOL` (relative); all
     weights together within `RTOL` (relative norm), and no tensor with an
@@ -275,24 +268,9 @@ def _assert_same(run, reference, what):
     assert difference**0.5 <= RTOL * total**0.5, what
 
 
-@jax_only
-def test_data_and_model_parallel_and_resume_match_one_device(one_process):
-    runs = one_process
-    _assert_same(runs["data"], runs["single"], "data parallel (8)")
-    _assert_same(runs["model"], runs["single"], "model parallel (2 x 4)")
-    _assert_same(runs["resumed"], runs["data"], "crashed and resumed")
-    # The preset of a sharded model (classifier split 4 ways) loads on one
-    # device with the same weights.
-    assert runs["preset"][0] == [4.0]
-    preset = runs["preset"][1]
-    assert sorted(preset) == sorted(runs["model"][1])
-    for key, value in runs["model"][1].items():
-        np.testing.assert_array_equal(preset[key], value, err_msg=key)
-
-
-@jax_only
-def test_two_processes_match_one_device(data, one_process):
-    root, shards = data
+def _two_processes(root, shards):
+    """Two processes x 4 devices, one data-parallel run; process 0's
+    losses and weights."""
     out = root / "multi"
     out.mkdir()
     with socket.socket() as s:
@@ -317,8 +295,29 @@ def test_two_processes_match_one_device(data, one_process):
         _finish(process)
     with open(out / "multi.json") as f:
         assert json.load(f) == {"devices": 8, "local": 4}
-    multi = _load(out / "multi.npz")["multi"]
-    _assert_same(multi, one_process["two_shards"], "2 processes x 4")
+    return _load(out / "multi.npz")["multi"]
+
+
+# One test: the runs share their one-device references (and their
+# subprocesses' start-up), whatever worker pytest-xdist gives it.
+@jax_only
+def test_distributed_runs_match_one_device(data):
+    root, shards = data
+    (root / "one").mkdir()
+    _finish(_start("one", shards, root / "one", _env(8, root / "cache")))
+    runs = _load(root / "one" / "runs.npz")
+    _assert_same(runs["data"], runs["single"], "data parallel (8)")
+    _assert_same(runs["model"], runs["single"], "model parallel (2 x 4)")
+    _assert_same(runs["resumed"], runs["data"], "killed and resumed")
+    # The preset of the sharded run (classifier split 4 ways) loads on one
+    # device with the same weights.
+    assert runs["preset"][0] == [4.0]
+    preset = runs["preset"][1]
+    assert sorted(preset) == sorted(runs["model"][1])
+    for key, value in runs["model"][1].items():
+        np.testing.assert_array_equal(preset[key], value, err_msg=key)
+    multi = _two_processes(root, shards)
+    _assert_same(multi, runs["two_shards"], "2 processes x 4")
 
 
 def test_distribution_config_errors_name_key_and_fix():

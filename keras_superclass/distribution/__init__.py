@@ -99,4 +99,21 @@ def activate(section=None):
     return module.activate(section)
 
 
-__all__ = ["DEFAULTS", "RunDistribution", "activate"]
+def is_chief():
+    """True unless this is a non-first process of a multi-process run."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.process_index() == 0
+    if backend == "torch":
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank() == 0
+    return True
+
+
+__all__ = ["DEFAULTS", "RunDistribution", "activate", "is_chief"]
