@@ -74,6 +74,10 @@ class SuperClassBackbone(Backbone):
         stem: `"patch"` (one conv) or `"conv"` (CatLIP's conv stem).
         remat: recompute each block's activations in the backward pass,
             trading compute for memory.
+        flash_attention: `None` (default): Keras uses the fused attention
+            kernel where the backend and device have one (cuDNN flash
+            attention for bf16 on GPU, TPU, PyTorch SDPA); `True` requires
+            it, `False` forbids it.
         dtype: dtype policy, e.g. `"mixed_bfloat16"`.
 
     Example:
@@ -102,6 +106,7 @@ class SuperClassBackbone(Backbone):
         dropout_rate=0.0,
         stem="patch",
         remat=False,
+        flash_attention=None,
         dtype=None,
         **kwargs,
     ):
@@ -134,6 +139,7 @@ class SuperClassBackbone(Backbone):
                 layer_norm_epsilon=layer_norm_epsilon,
                 dropout_rate=dropout_rate,
                 remat=remat,
+                flash_attention=flash_attention,
                 dtype=dtype,
                 name=f"block_{i}",
             )
@@ -188,6 +194,7 @@ class SuperClassBackbone(Backbone):
         self.dropout_rate = dropout_rate
         self.stem = stem
         self.remat = remat
+        self.flash_attention = flash_attention
 
     @property
     def output_dim(self):
@@ -210,6 +217,7 @@ class SuperClassBackbone(Backbone):
             dropout_rate=self.dropout_rate,
             stem=self.stem,
             remat=self.remat,
+            flash_attention=self.flash_attention,
         )
         return config
 

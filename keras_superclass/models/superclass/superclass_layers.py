@@ -191,9 +191,11 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     q, k, v), attention runs through `keras.ops.dot_product_attention`, and
     `out_proj` maps back to `D`. Initialisation follows PyTorch: xavier
     uniform in-projection, zero biases for in/out projections.
+    `flash_attention`: `None` lets Keras pick the fused kernel where the
+    backend has one (cuDNN / TPU / PyTorch SDPA), `True` requires it.
     """
 
-    def __init__(self, hidden_dim, num_heads, **kwargs):
+    def __init__(self, hidden_dim, num_heads, flash_attention=None, **kwargs):
         super().__init__(**kwargs)
         if hidden_dim % num_heads:
             raise ValueError(
@@ -203,6 +205,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.hidden_dim = int(hidden_dim)
         self.num_heads = int(num_heads)
         self.head_dim = self.hidden_dim // self.num_heads
+        self.flash_attention = flash_attention
 
     def build(self, input_shape):
         self.in_proj = keras.layers.Dense(
@@ -230,13 +233,19 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             qkv, (batch, length, 3, self.num_heads, self.head_dim)
         )
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        out = ops.dot_product_attention(q, k, v)
+        out = ops.dot_product_attention(
+            q, k, v, flash_attention=self.flash_attention
+        )
         out = ops.reshape(out, (batch * length, self.hidden_dim))
         return ops.reshape(self.out_proj(out), (batch, length, self.hidden_dim))
 
     def get_config(self):
         config = super().get_config()
-        config.update(hidden_dim=self.hidden_dim, num_heads=self.num_heads)
+        config.update(
+            hidden_dim=self.hidden_dim,
+            num_heads=self.num_heads,
+            flash_attention=self.flash_attention,
+        )
         return config
 
 
@@ -255,6 +264,7 @@ class TransformerBlock(keras.layers.Layer):
         dropout_rate: dropout after attention and MLP (0 in the reference).
         remat: recompute the block's activations in the backward pass
             (gradient checkpointing), trading compute for memory.
+        flash_attention: see `MultiHeadSelfAttention`.
     """
 
     def __init__(
@@ -265,10 +275,12 @@ class TransformerBlock(keras.layers.Layer):
         layer_norm_epsilon=1e-5,
         dropout_rate=0.0,
         remat=False,
+        flash_attention=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.remat = bool(remat)
+        self.flash_attention = flash_attention
         self.hidden_dim = int(hidden_dim)
         self.num_heads = int(num_heads)
         self.mlp_dim = int(mlp_dim)
@@ -283,7 +295,11 @@ class TransformerBlock(keras.layers.Layer):
         )
         self.ln_1.build(input_shape)
         self.attn = MultiHeadSelfAttention(
-            self.hidden_dim, self.num_heads, dtype=policy, name="attn"
+            self.hidden_dim,
+            self.num_heads,
+            flash_attention=self.flash_attention,
+            dtype=policy,
+            name="attn",
         )
         self.attn.build(input_shape)
         self.ln_2 = keras.layers.LayerNormalization(
@@ -333,6 +349,7 @@ class TransformerBlock(keras.layers.Layer):
             layer_norm_epsilon=self.layer_norm_epsilon,
             dropout_rate=self.dropout_rate,
             remat=self.remat,
+            flash_attention=self.flash_attention,
         )
         return config
 
