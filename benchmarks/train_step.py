@@ -270,6 +270,10 @@ def main_parent(args):
         times = [t for r in results for t in r["times"]]
         median = statistics.median(times)
         out = {f"{prefix}{k}": v for k, v in summary(times).items()}
+        cpu = statistics.median(t for r in results for t in r["cpu_times"])
+        # CPU seconds of all the process's threads: the work, less exposed
+        # to other load than the wall clock (spinning thread pools count).
+        out[f"{prefix}cpu_ms_median"] = round(1e3 * cpu, 1)
         out[f"{prefix}images_per_second"] = round(args.batch_size / median, 2)
         out[f"{prefix}mfu"] = round(flops / median / peak, 4)
         out[f"{prefix}peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)
@@ -294,6 +298,9 @@ def main_parent(args):
         result = {"backend": backend, **base, **ours, **reference}
         if reference:
             result["ratio_vs_reference"] = round(ref_median / median, 3)
+            result["cpu_ratio_vs_reference"] = round(
+                reference["reference_cpu_ms_median"] / ours["cpu_ms_median"], 3
+            )
             result["peak_rss_vs_reference"] = round(
                 ours["peak_rss_mb"] / reference["reference_peak_rss_mb"], 3
             )
@@ -390,13 +397,15 @@ def timed(step, sync, args):
     for _ in range(args.warmup):
         step()
     sync()
-    times = []
+    times, cpu = [], []
     with StepMonitor() as monitor:
         for _ in range(args.steps):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), _own_cpu()
             step()
             sync()
             times.append(time.perf_counter() - start)
+            cpu.append(_own_cpu() - start_cpu)
+    monitor.cpu_times = cpu
     return times, monitor
 
 
@@ -464,6 +473,7 @@ def report(times, monitor, setup, peak_device_mb=None):
         json.dumps(
             {
                 "times": times,
+                "cpu_times": monitor.cpu_times,
                 "peak_rss_mb": monitor.peak_rss_mb,
                 "peak_rss_scope": monitor.scope,
                 "peak_device_mb": peak_device_mb,
