@@ -277,6 +277,15 @@ def main_parent(args):
         out[f"{prefix}images_per_second"] = round(args.batch_size / median, 2)
         out[f"{prefix}mfu"] = round(flops / median / peak, 4)
         out[f"{prefix}peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)
+        # What the step adds on top of the resident model, optimizer state
+        # and framework runtime.
+        out[f"{prefix}step_rss_mb"] = round(
+            max(
+                r["peak_rss_mb"] - (r["rss_before_steps_mb"] or 0)
+                for r in results
+            ),
+            1,
+        )
         if results[0].get("peak_device_mb") is not None:
             out[f"{prefix}peak_device_mb"] = max(
                 r["peak_device_mb"] for r in results
@@ -351,6 +360,7 @@ class StepMonitor:
             self.scope = "timed steps"
         except OSError:
             self.scope = "process"
+        self.rss_before_mb = _status_mb("VmRSS:")
         self.busy, self.own = _cpu_busy(), _own_cpu()
         self.start = time.perf_counter()
         return self
@@ -379,14 +389,22 @@ def _own_cpu():
     return times.user + times.system
 
 
-def _peak_rss_mb():
+def _status_mb(key):
+    """A `/proc/self/status` memory field in MiB (None if unknown)."""
     try:
         with open("/proc/self/status", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(key):
                     return round(int(line.split()[1]) / 1024, 1)
     except OSError:
         pass
+    return None
+
+
+def _peak_rss_mb():
+    peak = _status_mb("VmHWM:")
+    if peak is not None:
+        return peak
     import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -476,6 +494,7 @@ def report(times, monitor, setup, peak_device_mb=None):
                 "cpu_times": monitor.cpu_times,
                 "peak_rss_mb": monitor.peak_rss_mb,
                 "peak_rss_scope": monitor.scope,
+                "rss_before_steps_mb": monitor.rss_before_mb,
                 "peak_device_mb": peak_device_mb,
                 "others_cpu_share": monitor.others,
                 "setup": setup,
