@@ -1,23 +1,38 @@
-"""Times one SuperClass training step against a reference PyTorch step.
+"""Times SuperClass training steps against the reference PyTorch step.
 
-Runs, in one process so the ratios share the machine's load:
+Every timed side runs in its own fresh process, one at a time, the
+reference and ours interleaved (`--rounds 2`: ref, ours, ref, ours; with
+several backends: ref, jax, tensorflow, torch, ref, ...). The parent
+imports no framework, so no thread pool of its own competes with the
+timed side. Each process warms up (compilation), then times `--steps`
+steps; the report pools the timed steps of all rounds (median, min, max).
 
-1. a large float32 matmul (PyTorch, else NumPy): the practical FLOP/s
-   ceiling of the machine;
-2. our `SuperClassClassifier` (default compile: AdamW, `SuperClassLoss`
-   with online IDF, token metrics) on the current Keras backend, timed with
-   `train_on_batch` after warm-up steps;
-3. a reference-style PyTorch step: OpenCLIP's `VisionTransformer` (avg
-   pooling, no projection) + LayerNorm/Linear head, the x-cls/superclass
-   `ClsLoss` formula with running `cap_fq` / `num_samples` buffers and
-   `torch.optim.AdamW` (decay on ndim >= 2 only).
+- matmul: the machine's practical ceiling (PyTorch float32 and bfloat16
+  matmuls; NumPy float32 without PyTorch), the denominator of MFU on a
+  CPU; on a known GPU the datasheet peak is used (the matmul is reported).
+- ours: `SuperClassClassifier` as `compile()` builds it (AdamW,
+  `SuperClassLoss` with online IDF, token metrics), `train_on_batch`;
+  `--dtype bfloat16` runs it under `mixed_bfloat16` (loss and IDF
+  statistics stay float32).
+- reference: OpenCLIP's `VisionTransformer` (avg pooling, no projection)
+  + LayerNorm/Linear head, the x-cls/superclass `ClsLoss` formula with
+  running `cap_fq` / `num_samples` buffers, `torch.optim.AdamW` (decay on
+  ndim >= 2); `--dtype bfloat16` wraps forward and loss in
+  `torch.autocast(device, torch.bfloat16)`; on a GPU the model is
+  `torch.compile`d, as OpenCLIP runs it (`--reference-compile`).
+
+Each process reports the peak resident memory of its timed steps (the
+high-water mark is reset after warm-up) and, on a GPU, the peak device
+memory, and the share of the CPUs other processes used meanwhile.
 
 Usage:
-    KERAS_BACKEND=jax python benchmarks/train_step.py --json
-    python benchmarks/train_step.py --backend torch --steps 5
+    python benchmarks/train_step.py --backends jax,tensorflow,torch --json
+    python benchmarks/train_step.py --backends jax --dtype bfloat16
+    python benchmarks/train_step.py --device-check  # tiny, a smoke test
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -25,98 +40,303 @@ import subprocess
 import sys
 import time
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PRESETS_FILE = os.path.join(
+    ROOT, "keras_superclass", "models", "superclass", "superclass_presets.py"
+)
+# Dense datasheet peaks (FLOP/s) of GPUs, by a substring of their name.
+GPU_PEAKS = {
+    "H200": {"float32": 67e12, "bfloat16": 989e12},
+    "H100": {"float32": 67e12, "bfloat16": 989e12},
+    "A100": {"float32": 19.5e12, "bfloat16": 312e12},
+}
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--backend",
+    add = parser.add_argument
+    add(
+        "--backends",
         default=None,
-        choices=("jax", "tensorflow", "torch"),
-        help="Keras backend (default: $KERAS_BACKEND, else jax).",
+        help="Keras backends, comma-separated "
+        "(default: $KERAS_BACKEND, else jax).",
     )
-    parser.add_argument("--preset", default="superclass_vit_s16")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--vocabulary-size", type=int, default=49408)
-    parser.add_argument("--steps", type=int, default=3, help="Timed steps.")
-    parser.add_argument(
-        "--warmup", type=int, default=2, help="Untimed steps first."
+    add("--preset", default="superclass_vit_s16")
+    add("--dtype", default="float32", choices=("float32", "bfloat16"))
+    add("--batch-size", type=int, default=16)
+    add("--image-size", type=int, default=224)
+    add("--vocabulary-size", type=int, default=49408)
+    add("--num-layers", type=int, default=None, help="Override the preset.")
+    add("--steps", type=int, default=3, help="Timed steps per process.")
+    add("--warmup", type=int, default=2, help="Untimed steps first.")
+    add("--rounds", type=int, default=2, help="Interleaved rounds.")
+    add("--matmul-size", type=int, default=None)
+    add("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add("--jit-compile", default="auto", choices=("auto", "true", "false"))
+    add("--remat", action="store_true", help="Ours: remat every block.")
+    add(
+        "--reference-compile",
+        default="auto",
+        choices=("auto", "on", "off"),
+        help="torch.compile the reference (auto: on a GPU only).",
     )
-    parser.add_argument("--matmul-size", type=int, default=4096)
-    parser.add_argument(
-        "--no-reference", action="store_true", help="Skip the PyTorch step."
-    )
-    parser.add_argument(
-        "--reference-only",
+    add("--no-reference", action="store_true")
+    add(
+        "--device-check",
         action="store_true",
-        help=argparse.SUPPRESS,  # Internal: the PyTorch side, own process.
+        help="Tiny sizes: check the benchmark runs on this machine.",
     )
-    parser.add_argument("--reference-config", help=argparse.SUPPRESS)
-    parser.add_argument(
+    add(
         "--json",
         action="store_true",
-        help="Print one JSON object with the results as the last line.",
+        help="Print one JSON line per backend last.",
     )
-    return parser.parse_args(argv)
+    add("--role", help=argparse.SUPPRESS)  # internal: a child's side
+    args = parser.parse_args(argv)
+    if args.device_check:
+        args.preset, args.image_size, args.batch_size = (
+            "superclass_vit_ti16",
+            32,
+            2,
+        )
+        args.vocabulary_size, args.num_layers = 1024, 2
+        args.steps, args.warmup, args.rounds = 2, 1, 1
+        args.matmul_size = args.matmul_size or 512
+    if args.steps * args.rounds < 1:
+        parser.error("--steps and --rounds must be positive.")
+    return args
 
 
-def time_steps(step, warmup, steps):
-    """Runs `step` warmup + steps times; returns the timed seconds."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return times
+# === Parent: no framework imports here ===
 
 
-def matmul_flops(size):
-    """Best-of-3 FLOP/s of a float32 `size^3` matmul."""
-    try:
-        import torch
-
-        a = torch.randn(size, size)
-        b = torch.randn(size, size)
-
-        def run():
-            torch.matmul(a, b)
-
-    except ImportError:
-        import numpy as np
-
-        rng = np.random.default_rng(0)
-        a = rng.standard_normal((size, size), dtype="float32")
-        b = rng.standard_normal((size, size), dtype="float32")
-
-        def run():
-            a @ b
-
-    best = min(time_steps(run, 1, 3))
-    return 2.0 * size**3 / best
+def backbone_config(args):
+    """The preset's backbone config, read without importing the package."""
+    spec = importlib.util.spec_from_file_location("_presets", PRESETS_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if args.preset not in module.backbone_presets:
+        raise SystemExit(
+            f"Unknown --preset {args.preset!r}; choose one of "
+            f"{sorted(module.backbone_presets)}."
+        )
+    config = dict(module.backbone_presets[args.preset]["backbone"])
+    if args.num_layers:
+        config["num_layers"] = args.num_layers
+    return config
 
 
 def vit_train_flops(config, image_size, vocabulary_size, batch_size):
-    """Analytic FLOPs of one step: 3x the forward (matmuls only)."""
-    width = config["hidden_dim"]
-    mlp = config["mlp_dim"]
-    patch = config["patch_size"]
-    layers = config["num_layers"]
+    """Analytic model FLOPs of one step: 3x the forward (matmuls only)."""
+    width, mlp = config["hidden_dim"], config["mlp_dim"]
+    patch, layers = config["patch_size"], config["num_layers"]
     patches = (image_size // patch) ** 2
     tokens = patches + 1
-    forward = 2 * patches * patch * patch * 3 * width  # patchify conv
+    forward = 2 * patches * patch * patch * 3 * width  # patchify
     per_layer = 2 * tokens * width * 3 * width  # qkv
     per_layer += 2 * 2 * tokens * tokens * width  # q k^T and attn v
     per_layer += 2 * tokens * width * width  # out_proj
     per_layer += 2 * 2 * tokens * width * mlp  # c_fc and c_proj
-    forward += layers * per_layer
-    forward += 2 * width * vocabulary_size  # head
+    forward += layers * per_layer + 2 * width * vocabulary_size  # head
     return 3.0 * forward * batch_size
 
 
+def cpu_info():
+    """CPU model, usable cores and the ISA flags that matter here."""
+    model, flags = "unknown", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+    except OSError:
+        pass
+    cores = (
+        len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count()
+    )
+    return {
+        "cpu_model": model,
+        "cpu_cores": cores,
+        "isa": {flag: flag in flags for flag in ISA_FLAGS},
+    }
+
+
+def run_child(args, role, backend=None):
+    """Runs one side in a fresh process; returns its JSON result."""
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="3",
+        PYTHONPATH=os.pathsep.join(
+            p for p in (ROOT, os.environ.get("PYTHONPATH")) if p
+        ),
+    )
+    if backend:
+        env["KERAS_BACKEND"] = backend
+    command = [sys.executable, os.path.abspath(__file__), "--role", role]
+    command += child_flags(args)
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode or not lines or not lines[-1].startswith("{"):
+        raise SystemExit(
+            f"The {role} side ({backend or 'torch'}) failed with exit code "
+            f"{done.returncode}:\n{done.stderr[-4000:]}"
+        )
+    return json.loads(lines[-1])
+
+
+def child_flags(args):
+    flags = []
+    for name in (
+        "preset",
+        "dtype",
+        "batch_size",
+        "image_size",
+        "vocabulary_size",
+        "num_layers",
+        "steps",
+        "warmup",
+        "matmul_size",
+        "device",
+        "jit_compile",
+        "reference_compile",
+    ):
+        value = getattr(args, name)
+        if value is not None:
+            flags += [f"--{name.replace('_', '-')}", str(value)]
+    return flags + (["--remat"] if args.remat else [])
+
+
+def summary(times):
+    return {
+        "ms_median": round(1e3 * statistics.median(times), 1),
+        "ms_min": round(1e3 * min(times), 1),
+        "ms_max": round(1e3 * max(times), 1),
+        "ms_steps": [round(1e3 * t, 1) for t in times],
+    }
+
+
+def main_parent(args):
+    backends = args.backends or os.environ.get("KERAS_BACKEND", "jax")
+    backends = [b.strip() for b in backends.split(",") if b.strip()]
+    config = backbone_config(args)
+    flops = vit_train_flops(
+        config, args.image_size, args.vocabulary_size, args.batch_size
+    )
+    load_before = os.getloadavg()
+    matmul = run_child(args, "matmul")
+    print(
+        f"device: {matmul['device_name']}; matmul ceiling {matmul['gflops']}",
+        flush=True,
+    )
+    sides = [] if args.no_reference else [("reference", None)]
+    sides += [("ours", b) for b in backends]
+    runs = {side: [] for side in sides}
+    for round_index in range(args.rounds):
+        for role, backend in sides:
+            result = run_child(args, role, backend)
+            runs[(role, backend)].append(result)
+            print(
+                f"round {round_index + 1} {backend or 'reference'}: "
+                f"{summary(result['times'])['ms_median']} ms/step",
+                flush=True,
+            )
+    peak = matmul["peak_flops"][args.dtype]
+    base = {
+        **cpu_info(),
+        "device": matmul["device_name"],
+        "matmul_gflops": matmul["gflops"],
+        "peak_tflops_for_mfu": round(peak / 1e12, 3),
+        "peak_source": matmul["peak_source"],
+        "preset": args.preset,
+        "num_layers": config["num_layers"],
+        "dtype": args.dtype,
+        "batch_size": args.batch_size,
+        "image_size": args.image_size,
+        "vocabulary_size": args.vocabulary_size,
+        "step_gflop": round(flops / 1e9, 1),
+        "rounds": args.rounds,
+        "steps_per_round": args.steps,
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+
+    def side_stats(results, prefix):
+        times = [t for r in results for t in r["times"]]
+        median = statistics.median(times)
+        out = {f"{prefix}{k}": v for k, v in summary(times).items()}
+        cpu = statistics.median(t for r in results for t in r["cpu_times"])
+        # CPU seconds of all the process's threads: the work, less exposed
+        # to other load than the wall clock (spinning thread pools count).
+        out[f"{prefix}cpu_ms_median"] = round(1e3 * cpu, 1)
+        out[f"{prefix}images_per_second"] = round(args.batch_size / median, 2)
+        out[f"{prefix}mfu"] = round(flops / median / peak, 4)
+        out[f"{prefix}peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)
+        # What the step adds on top of the resident model, optimizer state
+        # and framework runtime.
+        out[f"{prefix}step_rss_mb"] = round(
+            max(
+                r["peak_rss_mb"] - (r["rss_before_steps_mb"] or 0)
+                for r in results
+            ),
+            1,
+        )
+        if results[0].get("peak_device_mb") is not None:
+            out[f"{prefix}peak_device_mb"] = max(
+                r["peak_device_mb"] for r in results
+            )
+        out[f"{prefix}others_cpu_share"] = round(
+            max(r["others_cpu_share"] for r in results), 3
+        )
+        out[f"{prefix}setup"] = results[0]["setup"]
+        return out, median
+
+    reference = {}
+    if not args.no_reference:
+        reference, ref_median = side_stats(
+            runs[("reference", None)], "reference_"
+        )
+    lines = []
+    for backend in backends:
+        ours, median = side_stats(runs[("ours", backend)], "")
+        result = {"backend": backend, **base, **ours, **reference}
+        if reference:
+            result["ratio_vs_reference"] = round(ref_median / median, 3)
+            result["cpu_ratio_vs_reference"] = round(
+                reference["reference_cpu_ms_median"] / ours["cpu_ms_median"], 3
+            )
+            result["peak_rss_vs_reference"] = round(
+                ours["peak_rss_mb"] / reference["reference_peak_rss_mb"], 3
+            )
+        lines.append(result)
+        print(
+            f"{backend} {args.dtype}: {ours['ms_median']} ms/step, "
+            f"{ours['images_per_second']} img/s, MFU {ours['mfu']:.1%}"
+            + (
+                f"; reference {reference['reference_ms_median']} ms/step, "
+                f"ratio {result['ratio_vs_reference']}x, memory "
+                f"{result['peak_rss_vs_reference']}x"
+                if reference
+                else ""
+            ),
+            flush=True,
+        )
+    if args.json:
+        for result in lines:
+            print(json.dumps(result))
+    return 0
+
+
+# === Children: each imports its one framework ===
+
+
 def make_batch(batch_size, image_size, vocabulary_size, seed=0):
-    """Images and padded token ids `(B, 77)` (pad -1, ~20 tokens each)."""
+    """Images and padded token ids `(B, 77)` (pad -1, 8-31 tokens each)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -130,218 +350,171 @@ def make_batch(batch_size, image_size, vocabulary_size, seed=0):
     return images, ids
 
 
-def keras_step(args):
-    """Our model's `train_on_batch` closure and the preset's config."""
-    from keras_superclass.models import SuperClassClassifier
+class StepMonitor:
+    """Peak RSS of the timed steps and the CPU share others used."""
 
-    model = SuperClassClassifier.from_preset(
-        args.preset,
-        vocabulary_size=args.vocabulary_size,
-        image_shape=(args.image_size, args.image_size, 3),
-    )
-    images, ids = make_batch(
-        args.batch_size, args.image_size, args.vocabulary_size
-    )
+    def __enter__(self):
+        try:  # Linux: "5" resets the peak resident set size (VmHWM).
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.scope = "timed steps"
+        except OSError:
+            self.scope = "process"
+        self.rss_before_mb = _status_mb("VmRSS:")
+        self.busy, self.own = _cpu_busy(), _own_cpu()
+        self.start = time.perf_counter()
+        return self
 
-    def step():
-        model.train_on_batch(images, ids)
-
-    return step
-
-
-def preset_config(preset):
-    from keras_superclass.models.superclass.superclass_presets import (
-        backbone_presets,
-    )
-
-    return backbone_presets[preset]["backbone"]
+    def __exit__(self, *exc):
+        wall = time.perf_counter() - self.start
+        busy, own = _cpu_busy() - self.busy, _own_cpu() - self.own
+        cores = os.cpu_count() or 1
+        self.others = max(0.0, (busy - own) / (wall * cores)) if busy else 0.0
+        self.peak_rss_mb = _peak_rss_mb()
 
 
-def reference_step(args, config):
-    """A reference-style PyTorch step (OpenCLIP ViT + head + ClsLoss)."""
-    import numpy as np
+def _cpu_busy():
+    """Seconds all CPUs spent busy since boot (0 if unknown)."""
+    try:
+        with open("/proc/stat", encoding="utf-8") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu():
+    times = os.times()
+    return times.user + times.system
+
+
+def _status_mb(key):
+    """A `/proc/self/status` memory field in MiB (None if unknown)."""
+    try:
+        with open("/proc/self/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith(key):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _peak_rss_mb():
+    peak = _status_mb("VmHWM:")
+    if peak is not None:
+        return peak
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def timed(step, sync, args):
+    """Warm-up, then `args.steps` timed steps inside a `StepMonitor`."""
+    for _ in range(args.warmup):
+        step()
+    sync()
+    times, cpu = [], []
+    with StepMonitor() as monitor:
+        for _ in range(args.steps):
+            start, start_cpu = time.perf_counter(), _own_cpu()
+            step()
+            sync()
+            times.append(time.perf_counter() - start)
+            cpu.append(_own_cpu() - start_cpu)
+    monitor.cpu_times = cpu
+    return times, monitor
+
+
+def torch_device(args):
     import torch
-    import torch.nn.functional as F
-    from open_clip.transformer import VisionTransformer
 
-    torch.manual_seed(0)
-    width = config["hidden_dim"]
-    vocab = args.vocabulary_size
+    if args.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return args.device
 
-    class Classifier(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.visual = VisionTransformer(
-                image_size=args.image_size,
-                patch_size=config["patch_size"],
-                width=width,
-                layers=config["num_layers"],
-                heads=config["num_heads"],
-                mlp_ratio=config["mlp_dim"] / width,
-                output_dim=width,
-                pool_type="avg",
-            )
-            self.visual.proj = None  # SuperClass: embed_dim=0, no proj
-            self.ln_mlp = torch.nn.LayerNorm(width)
-            self.text_projection = torch.nn.Linear(width, vocab)
-            self.register_buffer(
-                "cap_fq", torch.zeros(1, vocab, dtype=torch.float64)
-            )
-            self.register_buffer(
-                "num_samples", torch.zeros(1, 1, dtype=torch.float64)
-            )
 
-        def forward(self, x):
-            return self.text_projection(self.ln_mlp(self.visual(x)))
+def main_matmul(args):
+    """Matmul ceilings (float32, bfloat16) and the peak used for MFU."""
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is None:
+        import numpy as np
 
-    model = Classifier().train()
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": 0.2},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=5e-4,
-        betas=(0.9, 0.98),
-        eps=1e-6,
+        size = args.matmul_size or 4096
+        a = np.random.default_rng(0).standard_normal((size, size), "float32")
+        best = min(_time_call(lambda: a @ a, lambda: None) for _ in range(3))
+        flops = {"float32": 2.0 * size**3 / best}
+        name = "cpu"
+    else:
+        device = torch_device(args)
+        size = args.matmul_size or (8192 if device == "cuda" else 4096)
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        flops = {}
+        for dtype in ("float32", "bfloat16"):
+            a = torch.randn(size, size, device=device).to(getattr(torch, dtype))
+            torch.matmul(a, a)
+            calls = [_time_call(lambda a=a: a @ a, sync) for _ in range(3)]
+            best = min(calls)
+            flops[dtype] = 2.0 * size**3 / best
+        name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    peak, source = dict(flops), "measured matmul"
+    for key, table in GPU_PEAKS.items():
+        if key in name:
+            peak, source = dict(table), f"datasheet ({key}, dense)"
+    peak.setdefault("bfloat16", peak["float32"])
+    print(
+        json.dumps(
+            {
+                "device_name": name,
+                "gflops": {k: round(v / 1e9, 1) for k, v in flops.items()},
+                "peak_flops": peak,
+                "peak_source": source,
+            }
+        )
     )
-    images, ids = make_batch(args.batch_size, args.image_size, vocab)
-    images = torch.from_numpy(
-        np.ascontiguousarray(images.transpose(0, 3, 1, 2))
-    )
-    # The reference scatters the raw token sequence (pad id 0).
-    labels = torch.from_numpy(np.where(ids < 0, 0, ids).astype("int64"))
-
-    def cls_loss(logits, labels):
-        batch, classes = logits.shape
-        targets = torch.zeros(batch, classes, dtype=torch.float32)
-        targets.scatter_(dim=1, index=labels, value=1.0)
-        model.cap_fq += targets.sum(dim=0, keepdim=True) / batch
-        model.num_samples += 1
-        weights = torch.log(
-            (model.num_samples + 1.0 / batch) / (model.cap_fq + 1.0 / batch)
-        ).to(targets.dtype)
-        targets = F.normalize(targets * weights, p=1, dim=1)
-        return -(F.log_softmax(logits, dim=1) * targets).sum(dim=1).mean()
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        loss = cls_loss(model(images), labels)
-        loss.backward()
-        optimizer.step()
-
-    return step
-
-
-def run_reference(args, config):
-    """The matmul and the reference step in a fresh process.
-
-    PyTorch, JAX and TensorFlow each bring their own OpenMP / oneDNN
-    runtimes; training PyTorch after another framework ran in the same
-    process can crash, so the PyTorch side runs in a child process.
-    """
-    command = [
-        sys.executable,
-        os.path.abspath(__file__),
-        "--reference-only",
-        "--preset",
-        args.preset,
-        "--batch-size",
-        str(args.batch_size),
-        "--image-size",
-        str(args.image_size),
-        "--vocabulary-size",
-        str(args.vocabulary_size),
-        "--steps",
-        str(args.steps),
-        "--warmup",
-        str(args.warmup),
-        "--matmul-size",
-        str(args.matmul_size),
-        "--reference-config",
-        json.dumps(config),
-    ]
-    if args.no_reference:
-        command.append("--no-reference")
-    output = subprocess.run(
-        command, check=True, capture_output=True, text=True
-    ).stdout
-    return json.loads(output.strip().splitlines()[-1])
-
-
-def reference_main(args):
-    # Only PyTorch here: importing it after TensorFlow / JAX can crash.
-    result = {"matmul_flops": matmul_flops(args.matmul_size)}
-    if not args.no_reference:
-        config = json.loads(args.reference_config)
-        step = reference_step(args, config)
-        result["times"] = time_steps(step, args.warmup, args.steps)
-    print(json.dumps(result))
     return 0
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    backend = args.backend or os.environ.get("KERAS_BACKEND", "jax")
-    os.environ["KERAS_BACKEND"] = backend
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
-    if args.reference_only:
-        return reference_main(args)
+def _time_call(fn, sync):
+    start = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - start
 
-    config = preset_config(args.preset)
-    reference = run_reference(args, config)
-    peak = reference["matmul_flops"]
-    print(f"matmul {args.matmul_size}^3 fp32: {peak / 1e9:.1f} GFLOP/s")
 
-    step = keras_step(args)
-    flops = vit_train_flops(
-        config, args.image_size, args.vocabulary_size, args.batch_size
-    )
-    times = time_steps(step, args.warmup, args.steps)
-    ours = statistics.median(times)
-    result = {
-        "backend": backend,
-        "preset": args.preset,
-        "batch_size": args.batch_size,
-        "image_size": args.image_size,
-        "vocabulary_size": args.vocabulary_size,
-        "matmul_gflops": peak / 1e9,
-        "step_gflop": flops / 1e9,
-        "ms_per_step": 1e3 * ours,
-        "step_times_ms": [round(1e3 * t, 1) for t in times],
-        "images_per_second": args.batch_size / ours,
-        "matmul_fraction": flops / ours / peak,
-    }
+def report(times, monitor, setup, peak_device_mb=None):
     print(
-        f"keras[{backend}] {args.preset} bs {args.batch_size}: "
-        f"{1e3 * ours:.0f} ms/step, {args.batch_size / ours:.2f} img/s, "
-        f"{flops / ours / 1e9:.1f} GFLOP/s = "
-        f"{result['matmul_fraction']:.0%} of the matmul"
+        json.dumps(
+            {
+                "times": times,
+                "cpu_times": monitor.cpu_times,
+                "peak_rss_mb": monitor.peak_rss_mb,
+                "peak_rss_scope": monitor.scope,
+                "rss_before_steps_mb": monitor.rss_before_mb,
+                "peak_device_mb": peak_device_mb,
+                "others_cpu_share": monitor.others,
+                "setup": setup,
+            }
+        )
     )
-    if not args.no_reference:
-        ref_times = reference["times"]
-        ref = statistics.median(ref_times)
-        result.update(
-            reference_ms_per_step=1e3 * ref,
-            reference_step_times_ms=[round(1e3 * t, 1) for t in ref_times],
-            reference_images_per_second=args.batch_size / ref,
-            reference_matmul_fraction=flops / ref / peak,
-            ratio_vs_reference=ref / ours,
-        )
-        print(
-            f"reference pytorch: {1e3 * ref:.0f} ms/step, "
-            f"{args.batch_size / ref:.2f} img/s, "
-            f"{result['reference_matmul_fraction']:.0%} of the matmul; "
-            f"ratio (reference / ours) {ref / ours:.2f}"
-        )
-    else:
-        result.update(reference_ms_per_step=None, ratio_vs_reference=None)
-    if args.json:
-        print(json.dumps(result))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli_args = parse_args()
+    if cli_args.role is None:
+        sys.exit(main_parent(cli_args))
+    sys.path.insert(0, ROOT)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import train_step_sides
+
+    roles = {
+        "matmul": main_matmul,
+        "ours": train_step_sides.main_ours,
+        "reference": train_step_sides.main_reference,
+    }
+    sys.exit(roles[cli_args.role](cli_args))

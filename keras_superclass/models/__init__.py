@@ -1,19 +1,9 @@
 from keras_superclass.models.catlip.catlip_classifier import CatLIPClassifier
-from keras_superclass.models.catlip.catlip_preprocessor import (
-    CatLIPPreprocessor,
-)
-from keras_superclass.models.catlip.catlip_preprocessor import SynsetLabeler
 from keras_superclass.models.crunet.crunet_backbone import CRUNetBackbone
 from keras_superclass.models.crunet.crunet_image_classifier import (
     CRUNetImageClassifier,
 )
-from keras_superclass.models.crunet.crunet_image_classifier_preprocessor import (  # noqa: E501
-    CRUNetImageClassifierPreprocessor,
-)
 from keras_superclass.models.image_text.image_text_model import ImageTextModel
-from keras_superclass.models.image_text.image_text_preprocessor import (
-    ImageTextPreprocessor,
-)
 from keras_superclass.models.image_text.text_encoder import OpenCLIPTextEncoder
 from keras_superclass.models.multilabel_classifier import MultiLabelClassifier
 from keras_superclass.models.superclass.conv_stem import ConvStem
@@ -23,6 +13,37 @@ from keras_superclass.models.superclass.superclass_backbone import (
 from keras_superclass.models.superclass.superclass_classifier import (
     SuperClassClassifier,
 )
-from keras_superclass.models.superclass.superclass_preprocessor import (
-    SuperClassPreprocessor,
-)
+from keras_superclass.utils.optional import has_tensorflow
+from keras_superclass.utils.optional import lazy_module_getattr
+
+# The preprocessors run on tf.data: imported (and so registered) when
+# TensorFlow is there, else resolved on use with a clear error.
+_NEEDS_TENSORFLOW = {
+    "CatLIPPreprocessor": "keras_superclass.models.catlip.catlip_preprocessor",
+    "SynsetLabeler": "keras_superclass.models.catlip.catlip_preprocessor",
+    "CRUNetImageClassifierPreprocessor": (
+        "keras_superclass.models.crunet.crunet_image_classifier_preprocessor"
+    ),
+    "ImageTextPreprocessor": (
+        "keras_superclass.models.image_text.image_text_preprocessor"
+    ),
+    "SuperClassPreprocessor": (
+        "keras_superclass.models.superclass.superclass_preprocessor"
+    ),
+}
+if has_tensorflow():
+    from keras_superclass.models.catlip.catlip_preprocessor import (
+        CatLIPPreprocessor,
+    )
+    from keras_superclass.models.catlip.catlip_preprocessor import SynsetLabeler
+    from keras_superclass.models.crunet.crunet_image_classifier_preprocessor import (  # noqa: E501
+        CRUNetImageClassifierPreprocessor,
+    )
+    from keras_superclass.models.image_text.image_text_preprocessor import (
+        ImageTextPreprocessor,
+    )
+    from keras_superclass.models.superclass.superclass_preprocessor import (
+        SuperClassPreprocessor,
+    )
+else:
+    __getattr__ = lazy_module_getattr(__name__, _NEEDS_TENSORFLOW)

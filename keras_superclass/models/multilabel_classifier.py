@@ -6,11 +6,11 @@ import keras
 import numpy as np
 from keras_hub.models import Task
 
-from keras_superclass.data.image_converter import ImageNormalization
-from keras_superclass.data.image_converter import SuperClassImageConverter
+from keras_superclass.data.image_normalization import ImageNormalization
 from keras_superclass.layers.token_head import TokenHead
 from keras_superclass.metrics.token_metrics import TokenTopKPrecision
 from keras_superclass.metrics.token_metrics import TokenTopKRecall
+from keras_superclass.utils.optional import import_tf_dependent
 from keras_superclass.utils.presets import build_task_from_preset
 from keras_superclass.utils.presets import load_task_preset
 from keras_superclass.utils.presets import resolve_preset
@@ -119,7 +119,10 @@ class PresetTask(Task):
     @classmethod
     def image_converter_for(cls, backbone, normalize_images, options):
         """The image converter matching a backbone and a task."""
-        return SuperClassImageConverter(
+        converter_cls = import_tf_dependent(
+            "keras_superclass.data.image_converter", "SuperClassImageConverter"
+        )
+        return converter_cls(
             image_size=backbone_image_size(backbone),
             resize_method=options.get("resize_method", "pil"),
             normalize=not normalize_images,

@@ -32,7 +32,14 @@ def _model_signature(model):
     backbone = config.get("backbone", {})
     if isinstance(backbone, dict):
         backbone = backbone.get("config", backbone)
-    ignored = {"name", "trainable", "dtype", "remat", "dropout_rate"}
+    ignored = {
+        "name",
+        "trainable",
+        "dtype",
+        "remat",
+        "flash_attention",
+        "dropout_rate",
+    }
     signature = {
         f"backbone.{k}": v
         for k, v in sorted(backbone.items())

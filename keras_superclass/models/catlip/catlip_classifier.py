@@ -3,15 +3,14 @@
 import keras
 
 from keras_superclass.losses.multilabel_losses import CatLIPLoss
-from keras_superclass.models.catlip.catlip_preprocessor import (
-    CatLIPPreprocessor,
-)
 from keras_superclass.models.catlip.catlip_presets import CATLIP_VOCABULARY_SIZE
 from keras_superclass.models.catlip.catlip_presets import backbone_presets
 from keras_superclass.models.multilabel_classifier import MultiLabelClassifier
 from keras_superclass.models.superclass.superclass_backbone import (
     SuperClassBackbone,
 )
+from keras_superclass.utils.optional import LazyClass
+from keras_superclass.utils.optional import import_tf_dependent
 
 
 @keras.saving.register_keras_serializable(package="keras_superclass")
@@ -54,7 +53,11 @@ class CatLIPClassifier(MultiLabelClassifier):
     """
 
     backbone_cls = SuperClassBackbone
-    preprocessor_cls = CatLIPPreprocessor
+    # Runs on tf.data: imported on use, so the task imports without TF.
+    preprocessor_cls = LazyClass(
+        "keras_superclass.models.catlip.catlip_preprocessor",
+        "CatLIPPreprocessor",
+    )
     architecture_presets = backbone_presets
     preprocessor_arguments = (
         "synset_vocabulary",
@@ -87,8 +90,9 @@ class CatLIPClassifier(MultiLabelClassifier):
 
     @classmethod
     def default_preprocessor(cls, backbone, task_kwargs, options):
-        from keras_superclass.models.catlip.catlip_preprocessor import (
-            SynsetLabeler,
+        SynsetLabeler = import_tf_dependent(  # noqa: N806
+            "keras_superclass.models.catlip.catlip_preprocessor",
+            "SynsetLabeler",
         )
 
         labeler = None
@@ -107,7 +111,7 @@ class CatLIPClassifier(MultiLabelClassifier):
         converter = cls.image_converter_for(
             backbone, task_kwargs.get("normalize_images", False), options
         )
-        return CatLIPPreprocessor(
+        return cls.preprocessor_cls(
             converter, labeler, max_labels=options.get("max_labels", 64)
         )
 

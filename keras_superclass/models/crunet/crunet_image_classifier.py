@@ -3,11 +3,9 @@
 import keras
 
 from keras_superclass.models.crunet.crunet_backbone import CRUNetBackbone
-from keras_superclass.models.crunet.crunet_image_classifier_preprocessor import (  # noqa: E501
-    CRUNetImageClassifierPreprocessor,
-)
 from keras_superclass.models.crunet.crunet_presets import backbone_presets
 from keras_superclass.models.multilabel_classifier import PresetTask
+from keras_superclass.utils.optional import LazyClass
 
 
 @keras.saving.register_keras_serializable(package="keras_superclass")
@@ -37,7 +35,11 @@ class CRUNetImageClassifier(PresetTask):
     """
 
     backbone_cls = CRUNetBackbone
-    preprocessor_cls = CRUNetImageClassifierPreprocessor
+    # Runs on tf.data: imported on use, so the task imports without TF.
+    preprocessor_cls = LazyClass(
+        "keras_superclass.models.crunet.crunet_image_classifier_preprocessor",
+        "CRUNetImageClassifierPreprocessor",
+    )
     architecture_presets = backbone_presets
     task_arguments = ("num_classes", "activation")
     head_arguments = ("num_classes", "activation")
@@ -133,4 +135,4 @@ class CRUNetImageClassifier(PresetTask):
     def default_preprocessor(cls, backbone, task_kwargs, options):
         # The classifier takes normalised images: the converter does it.
         converter = cls.image_converter_for(backbone, False, options)
-        return CRUNetImageClassifierPreprocessor(converter)
+        return cls.preprocessor_cls(converter)

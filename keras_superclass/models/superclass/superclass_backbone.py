@@ -76,6 +76,10 @@ class SuperClassBackbone(Backbone):
             trading compute for memory.
         mlp_activation: `"gelu"` (exact, OpenCLIP / LAION) or
             `"quick_gelu"` (OpenAI CLIP checkpoints).
+        flash_attention: `None` (default): Keras uses the fused attention
+            kernel where the backend and device have one (cuDNN flash
+            attention for bf16 on GPU, TPU, PyTorch SDPA); `True` requires
+            it, `False` forbids it.
         dtype: dtype policy, e.g. `"mixed_bfloat16"`.
 
     Example:
@@ -105,6 +109,7 @@ class SuperClassBackbone(Backbone):
         stem="patch",
         remat=False,
         mlp_activation="gelu",
+        flash_attention=None,
         dtype=None,
         **kwargs,
     ):
@@ -138,6 +143,7 @@ class SuperClassBackbone(Backbone):
                 dropout_rate=dropout_rate,
                 remat=remat,
                 activation=mlp_activation,
+                flash_attention=flash_attention,
                 dtype=dtype,
                 name=f"block_{i}",
             )
@@ -193,6 +199,7 @@ class SuperClassBackbone(Backbone):
         self.stem = stem
         self.remat = remat
         self.mlp_activation = mlp_activation
+        self.flash_attention = flash_attention
 
     @property
     def output_dim(self):
@@ -216,6 +223,7 @@ class SuperClassBackbone(Backbone):
             stem=self.stem,
             remat=self.remat,
             mlp_activation=self.mlp_activation,
+            flash_attention=self.flash_attention,
         )
         return config
 

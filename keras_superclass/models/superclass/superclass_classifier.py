@@ -8,15 +8,14 @@ from keras_superclass.models.multilabel_classifier import MultiLabelClassifier
 from keras_superclass.models.superclass.superclass_backbone import (
     SuperClassBackbone,
 )
-from keras_superclass.models.superclass.superclass_preprocessor import (
-    SuperClassPreprocessor,
-)
 from keras_superclass.models.superclass.superclass_presets import (
     CLIP_VOCABULARY_SIZE,
 )
 from keras_superclass.models.superclass.superclass_presets import (
     backbone_presets,
 )
+from keras_superclass.utils.optional import LazyClass
+from keras_superclass.utils.optional import import_tf_dependent
 
 
 @keras.saving.register_keras_serializable(package="keras_superclass")
@@ -60,7 +59,11 @@ class SuperClassClassifier(MultiLabelClassifier):
     """
 
     backbone_cls = SuperClassBackbone
-    preprocessor_cls = SuperClassPreprocessor
+    # Runs on tf.data: imported on use, so the task imports without TF.
+    preprocessor_cls = LazyClass(
+        "keras_superclass.models.superclass.superclass_preprocessor",
+        "SuperClassPreprocessor",
+    )
     architecture_presets = backbone_presets
     preprocessor_arguments = ("tokenizer", "max_labels", "resize_method")
 
@@ -77,7 +80,9 @@ class SuperClassClassifier(MultiLabelClassifier):
 
     @classmethod
     def default_preprocessor(cls, backbone, task_kwargs, options):
-        from keras_superclass.data.tokenizers import load_tokenizer
+        load_tokenizer = import_tf_dependent(
+            "keras_superclass.data.tokenizers", "load_tokenizer"
+        )
 
         tokenizer = options.get("tokenizer")
         size = task_kwargs["vocabulary_size"]
@@ -94,7 +99,7 @@ class SuperClassClassifier(MultiLabelClassifier):
         converter = cls.image_converter_for(
             backbone, task_kwargs.get("normalize_images", False), options
         )
-        return SuperClassPreprocessor(
+        return cls.preprocessor_cls(
             converter, tokenizer, max_labels=options.get("max_labels", 64)
         )
 

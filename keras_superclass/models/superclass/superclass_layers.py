@@ -202,10 +202,19 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     `out_proj` maps back to `D`. Initialisation follows PyTorch: xavier
     uniform in-projection, zero biases for in/out projections. With
     `causal=True` each token attends to itself and earlier tokens only
-    (the text tower).
+    (the text tower). `flash_attention`: `None` lets Keras pick the fused
+    kernel where the backend has one (cuDNN / TPU / PyTorch SDPA), `True`
+    requires it.
     """
 
-    def __init__(self, hidden_dim, num_heads, causal=False, **kwargs):
+    def __init__(
+        self,
+        hidden_dim,
+        num_heads,
+        causal=False,
+        flash_attention=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if hidden_dim % num_heads:
             raise ValueError(
@@ -216,6 +225,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.num_heads = int(num_heads)
         self.head_dim = self.hidden_dim // self.num_heads
         self.causal = bool(causal)
+        self.flash_attention = flash_attention
 
     def build(self, input_shape):
         self.in_proj = keras.layers.Dense(
@@ -243,7 +253,13 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             qkv, (batch, length, 3, self.num_heads, self.head_dim)
         )
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        out = ops.dot_product_attention(q, k, v, is_causal=self.causal)
+        out = ops.dot_product_attention(
+            q,
+            k,
+            v,
+            is_causal=self.causal,
+            flash_attention=self.flash_attention,
+        )
         out = ops.reshape(out, (batch * length, self.hidden_dim))
         return ops.reshape(self.out_proj(out), (batch, length, self.hidden_dim))
 
@@ -253,6 +269,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             hidden_dim=self.hidden_dim,
             num_heads=self.num_heads,
             causal=self.causal,
+            flash_attention=self.flash_attention,
         )
         return config
 
@@ -274,6 +291,7 @@ class TransformerBlock(keras.layers.Layer):
             (gradient checkpointing), trading compute for memory.
         activation: `"gelu"` (exact) or `"quick_gelu"` (OpenAI CLIP).
         causal: causal self-attention (the text tower).
+        flash_attention: see `MultiHeadSelfAttention`.
     """
 
     def __init__(
@@ -286,6 +304,7 @@ class TransformerBlock(keras.layers.Layer):
         remat=False,
         activation="gelu",
         causal=False,
+        flash_attention=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -297,6 +316,7 @@ class TransformerBlock(keras.layers.Layer):
         self.activation = activation
         self.causal = bool(causal)
         self.remat = bool(remat)
+        self.flash_attention = flash_attention
         self.hidden_dim = int(hidden_dim)
         self.num_heads = int(num_heads)
         self.mlp_dim = int(mlp_dim)
@@ -314,6 +334,7 @@ class TransformerBlock(keras.layers.Layer):
             self.hidden_dim,
             self.num_heads,
             causal=self.causal,
+            flash_attention=self.flash_attention,
             dtype=policy,
             name="attn",
         )
@@ -367,6 +388,7 @@ class TransformerBlock(keras.layers.Layer):
             remat=self.remat,
             activation=self.activation,
             causal=self.causal,
+            flash_attention=self.flash_attention,
         )
         return config
 
