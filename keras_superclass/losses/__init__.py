@@ -1,3 +1,6 @@
+from keras_superclass.losses.label_smoothing import (
+    SparseLabelSmoothingCrossentropy,
+)
 from keras_superclass.losses.labels import token_ids_to_multi_hot
 from keras_superclass.losses.multilabel_loss import MultiLabelLoss
 from keras_superclass.losses.multilabel_losses import AsymmetricLoss

@@ -10,6 +10,13 @@ from keras_superclass.models.crunet.crunet_image_classifier import (
 from keras_superclass.models.crunet.crunet_image_classifier_preprocessor import (  # noqa: E501
     CRUNetImageClassifierPreprocessor,
 )
+from keras_superclass.models.finetune.image_classifier import (
+    SuperClassImageClassifier,
+)
+from keras_superclass.models.finetune.image_classifier_preprocessor import (
+    SuperClassImageClassifierPreprocessor,
+)
+from keras_superclass.models.finetune.layer_decay import LayerDecayAdamW
 from keras_superclass.models.multilabel_classifier import MultiLabelClassifier
 from keras_superclass.models.superclass.conv_stem import ConvStem
 from keras_superclass.models.superclass.superclass_backbone import (
