@@ -23,40 +23,53 @@ TINY_VIT = dict(
 
 def tiny_classifier(**kwargs):
     return SuperClassImageClassifier.from_preset(
-        "superclass_vit_ti16", num_classes=3, **TINY_VIT, **kwargs
+        "superclass_vit_ti16", num_classes=3, **{**TINY_VIT, **kwargs}
     )
 
 
 def test_layer_decay_multipliers_and_update_match_hand_computation():
-    model = tiny_classifier(compile=False)
+    model = tiny_classifier(compile=False, num_layers=1)
     lr, decay, wd = 0.1, 0.5, 0.2
     model.compile(
         learning_rate=lr, warmup_steps=0, layer_decay=decay, weight_decay=wd
     )
     optimizer = model.optimizer
     backbone = model.backbone
-    # Layer ids: embeddings 0, block i+1, the rest L + 1 = 3 (full rate).
+    # Layer ids: embeddings 0, block 1, the rest L + 1 = 2 (full rate).
     expected = {}
     for v in backbone.patch_embedding.trainable_variables:
-        expected[id(v)] = decay**3
+        expected[id(v)] = decay**2
     for v in backbone.ln_pre.trainable_variables:
-        expected[id(v)] = decay**3
-    for i, block in enumerate(backbone.transformer_blocks):
-        for v in block.trainable_variables:
-            expected[id(v)] = decay ** (2 - i)
+        expected[id(v)] = decay**2
+    for v in backbone.transformer_blocks[0].trainable_variables:
+        expected[id(v)] = decay
     variables = model.trainable_variables
     multipliers = [optimizer.learning_rate_multiplier(v) for v in variables]
     assert multipliers == [expected.get(id(v), 1.0) for v in variables]
-    assert sorted(set(multipliers)) == [0.125, 0.25, 0.5, 1.0]
+    assert sorted(set(multipliers)) == [0.25, 0.5, 1.0]
 
     # One AdamW step by hand: decoupled decay at the variable's own rate
     # (not on 1-D weights), then Adam's first bias-corrected step.
     rng = np.random.default_rng(0)
     before = [keras.ops.convert_to_numpy(v) for v in variables]
     grads = [rng.normal(size=w.shape).astype("float32") for w in before]
-    optimizer.apply([keras.ops.convert_to_tensor(g) for g in grads], variables)
+    if keras.config.backend() == "jax":
+        # The JAX trainer's path (stateless, jitted): eager jax would
+        # compile every op of every variable shape, which is slow.
+        import jax
+
+        optimizer.build(variables)
+        after, _ = jax.jit(optimizer.stateless_apply)(
+            [v.value for v in optimizer.variables],
+            grads,
+            [v.value for v in variables],
+        )
+    else:
+        tensors = [keras.ops.convert_to_tensor(g) for g in grads]
+        optimizer.apply(tensors, variables)
+        after = variables
     b1, b2, eps = optimizer.beta_1, optimizer.beta_2, optimizer.epsilon
-    for v, w, g, m in zip(variables, before, grads, multipliers):
+    for v, w, g, m in zip(after, before, grads, multipliers):
         rate = lr * m
         if w.ndim >= 2:
             w = w - w * wd * rate
