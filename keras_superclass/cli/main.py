@@ -20,6 +20,8 @@ COMMAND_MODULES = (
     "train",
     "probe",
     "finetune",
+    "zeroshot",
+    "retrieval",
     "predict",
     "export",
     "convert",

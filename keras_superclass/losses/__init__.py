@@ -1,3 +1,7 @@
+from keras_superclass.losses.contrastive_losses import CLIPLoss
+from keras_superclass.losses.contrastive_losses import SigLIPLoss
+from keras_superclass.losses.contrastive_losses import clip_loss
+from keras_superclass.losses.contrastive_losses import siglip_loss
 from keras_superclass.losses.label_smoothing import (
     SparseLabelSmoothingCrossentropy,
 )

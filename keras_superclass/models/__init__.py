@@ -17,6 +17,11 @@ from keras_superclass.models.finetune.image_classifier_preprocessor import (
     SuperClassImageClassifierPreprocessor,
 )
 from keras_superclass.models.finetune.layer_decay import LayerDecayAdamW
+from keras_superclass.models.image_text.image_text_model import ImageTextModel
+from keras_superclass.models.image_text.image_text_preprocessor import (
+    ImageTextPreprocessor,
+)
+from keras_superclass.models.image_text.text_encoder import OpenCLIPTextEncoder
 from keras_superclass.models.multilabel_classifier import MultiLabelClassifier
 from keras_superclass.models.superclass.conv_stem import ConvStem
 from keras_superclass.models.superclass.superclass_backbone import (
