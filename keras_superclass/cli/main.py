@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "synsets",
     "train",
     "probe",
+    "finetune",
     "zeroshot",
     "retrieval",
     "predict",

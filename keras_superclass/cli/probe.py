@@ -161,34 +161,6 @@ def load_encoder(preset, image_size=None):
     return SuperClassBackbone.from_preset(preset, **override)
 
 
-def image_converter_for(preset, encoder, image_size):
-    """The image converter of a task preset, else a plain one.
-
-    A task preset prepares images the way its training did (its
-    preprocessor's converter, resized to `image_size` if given); an encoder
-    alone or an architecture name gets the evaluation transform with the
-    OpenAI normalisation.
-    """
-    from keras_superclass.data.image_converter import SuperClassImageConverter
-
-    config_path = os.path.join(os.fspath(preset), "image_converter.json")
-    if os.path.isfile(config_path):
-        import json
-
-        import keras
-
-        with open(config_path, encoding="utf-8") as f:
-            converter = keras.saving.deserialize_keras_object(json.load(f))
-        config = converter.get_config()
-        config.update(normalize=True)  # the encoder takes normalised input
-        if image_size is not None:
-            config.update(image_size=image_size)
-        return SuperClassImageConverter.from_config(config)
-    shape = tuple(getattr(encoder, "image_shape", None) or ())[:2]
-    size = image_size or (shape[0] if shape and None not in shape else 224)
-    return SuperClassImageConverter(size, normalize=True)
-
-
 def load_labelled_data(path, converter, batch_size, split=None):
     """`(batches, class_names or None)` of labelled images, prepared by
     `converter` (class folders, a labels table or labelled shards)."""
@@ -210,8 +182,10 @@ def run(args):
         path = getattr(args, name)
         if not any(c in path for c in "*?[") and not os.path.exists(path):
             raise FileNotFoundError(f"--{name} {path!r} does not exist.")
+    from keras_superclass.utils.presets import preset_image_converter
+
     encoder = load_encoder(args.preset, args.image_size)
-    converter = image_converter_for(args.preset, encoder, args.image_size)
+    converter = preset_image_converter(args.preset, encoder, args.image_size)
     image_size = converter.image_size
     train, class_names = load_labelled_data(
         args.train, converter, args.batch_size, args.train_split

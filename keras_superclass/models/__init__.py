@@ -3,6 +3,10 @@ from keras_superclass.models.crunet.crunet_backbone import CRUNetBackbone
 from keras_superclass.models.crunet.crunet_image_classifier import (
     CRUNetImageClassifier,
 )
+from keras_superclass.models.finetune.image_classifier import (
+    SuperClassImageClassifier,
+)
+from keras_superclass.models.finetune.layer_decay import LayerDecayAdamW
 from keras_superclass.models.image_text.image_text_model import ImageTextModel
 from keras_superclass.models.image_text.text_encoder import OpenCLIPTextEncoder
 from keras_superclass.models.multilabel_classifier import MultiLabelClassifier
@@ -24,6 +28,9 @@ _NEEDS_TENSORFLOW = {
     "CRUNetImageClassifierPreprocessor": (
         "keras_superclass.models.crunet.crunet_image_classifier_preprocessor"
     ),
+    "SuperClassImageClassifierPreprocessor": (
+        "keras_superclass.models.finetune.image_classifier_preprocessor"
+    ),
     "ImageTextPreprocessor": (
         "keras_superclass.models.image_text.image_text_preprocessor"
     ),
@@ -38,6 +45,9 @@ if has_tensorflow():
     from keras_superclass.models.catlip.catlip_preprocessor import SynsetLabeler
     from keras_superclass.models.crunet.crunet_image_classifier_preprocessor import (  # noqa: E501
         CRUNetImageClassifierPreprocessor,
+    )
+    from keras_superclass.models.finetune.image_classifier_preprocessor import (  # noqa: E501
+        SuperClassImageClassifierPreprocessor,
     )
     from keras_superclass.models.image_text.image_text_preprocessor import (
         ImageTextPreprocessor,

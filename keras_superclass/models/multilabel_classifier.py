@@ -10,6 +10,8 @@ from keras_superclass.data.image_normalization import ImageNormalization
 from keras_superclass.layers.token_head import TokenHead
 from keras_superclass.metrics.token_metrics import TokenTopKPrecision
 from keras_superclass.metrics.token_metrics import TokenTopKRecall
+from keras_superclass.models.finetune.layer_decay import LayerDecayAdamW
+from keras_superclass.models.finetune.layer_decay import layer_decay_multipliers
 from keras_superclass.utils.optional import import_tf_dependent
 from keras_superclass.utils.presets import build_task_from_preset
 from keras_superclass.utils.presets import load_task_preset
@@ -31,13 +33,16 @@ def reference_optimizer(
     use_ema=False,
     ema_momentum=0.9999,
     gradient_accumulation_steps=None,
+    layer_decay=None,
 ):
     """AdamW with linear warmup + cosine decay, no decay on 1-D weights.
 
     Steps count optimizer updates. With `total_steps=None` the rate warms up
     and then stays constant. With `gradient_accumulation_steps=k` each
     update averages the gradients of k batches (a large global batch on
-    small hardware).
+    small hardware). With `layer_decay=d` each variable of the encoder
+    (`model.backbone`) learns at `d ** (L + 1 - layer)` times the rate
+    (`LayerDecayAdamW`, the BEiT / MAE fine-tuning recipe).
     """
     # Keras evaluates the schedule on micro-batch iterations.
     micro = gradient_accumulation_steps or 1
@@ -51,7 +56,10 @@ def reference_optimizer(
         )
     else:
         schedule = learning_rate
-    optimizer = keras.optimizers.AdamW(
+    optimizer_cls = keras.optimizers.AdamW
+    if layer_decay is not None:
+        optimizer_cls = LayerDecayAdamW
+    optimizer = optimizer_cls(
         learning_rate=schedule,
         weight_decay=weight_decay,
         beta_1=beta_1,
@@ -67,6 +75,10 @@ def reference_optimizer(
     optimizer.exclude_from_weight_decay(
         var_list=[v for v in model.trainable_variables if len(v.shape) < 2]
     )
+    if layer_decay is not None:
+        optimizer.set_learning_rate_multipliers(
+            layer_decay_multipliers(model, model.backbone, layer_decay)
+        )
     return optimizer
 
 

@@ -146,3 +146,32 @@ def load_task_preset(cls, preset, load_weights, kwargs):
         if os.path.exists(task_weights) and not reshaped:
             task.load_task_weights(task_weights)
     return task
+
+
+def preset_image_converter(preset, encoder, image_size=None):
+    """The image converter of a task preset, else a plain one.
+
+    A task preset prepares images the way its training did (its
+    preprocessor's converter, resized to `image_size` if given); an encoder
+    alone or an architecture name gets the evaluation transform with the
+    OpenAI normalisation. Either way the converter normalises: `encoder`
+    takes normalised images (used by `probe` and the fine-tuning task).
+    """
+    from keras_superclass.data.image_converter import SuperClassImageConverter
+
+    config_path = os.path.join(os.fspath(preset), "image_converter.json")
+    if os.path.isfile(config_path):
+        import json
+
+        import keras
+
+        with open(config_path, encoding="utf-8") as f:
+            converter = keras.saving.deserialize_keras_object(json.load(f))
+        config = converter.get_config()
+        config.update(normalize=True)  # the encoder takes normalised input
+        if image_size is not None:
+            config.update(image_size=image_size)
+        return SuperClassImageConverter.from_config(config)
+    shape = tuple(getattr(encoder, "image_shape", None) or ())[:2]
+    size = image_size or (shape[0] if shape and None not in shape else 224)
+    return SuperClassImageConverter(size, normalize=True)
