@@ -125,6 +125,12 @@ SHRINK = {
         "model.backbone.mlp_dim=128",
         "model.backbone.num_heads=2",
     ),
+    "text": (
+        "model.text_encoder.num_layers=1",
+        "model.text_encoder.hidden_dim=32",
+        "model.text_encoder.num_heads=2",
+        "model.embed_dim=16",
+    ),
     "crunet": (
         "model.backbone.stage_units=[1,1,1,1]",
         "model.backbone.stage_filters=[32,64,128,256]",
@@ -155,8 +161,19 @@ def test_full_size_configs_train_as_shipped_at_tiny_size(
     ):
         run_cli(line, capsys)
     assert len(FULL_SIZE_CONFIGS) >= 9
+    # LiT locks the encoder its cls_* twin trained (sorted: cls_ first).
     for config in FULL_SIZE_CONFIGS:
         shrink = SHRINK["crunet" if "crunet" in config else "vit"]
+        if config.startswith("clip_"):
+            shrink += SHRINK["text"]
+        if config.startswith("lit_"):  # the encoder comes as trained
+            shrink = SHRINK["text"]
+            encoder = "cls_" + config[len("lit_") :]
+            run_cli(
+                f"keras-superclass export --run runs/{encoder} --out "
+                f"presets/{encoder}",
+                capsys,
+            )
         size = 28 if "l14" in config else 32  # a multiple of the patch
         code = main(
             ["train", "--config", config, *shrink]

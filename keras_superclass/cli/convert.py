@@ -1,8 +1,12 @@
 """`keras-superclass convert`: a reference PyTorch checkpoint -> a preset.
 
-Example:
+Examples:
     keras-superclass convert --checkpoint superclass_b16.pt \\
         --preset superclass_vit_b16 --out presets/superclass_b16
+    # An OpenCLIP CLIP (both towers) -> an ImageTextModel preset; OpenAI
+    # weights use QuickGELU, LAION ones not.
+    keras-superclass convert --image-text --quick-gelu \\
+        --checkpoint vit_b16_openai.pt --out presets/clip_b16
 """
 
 import logging
@@ -63,6 +67,34 @@ def add_parser(subparsers):
             default=None,
             help=f"Override the preset's {flag}.",
         )
+    clip = parser.add_argument_group(
+        "image-text models (OpenCLIP CLIP checkpoints, both towers)"
+    )
+    clip.add_argument(
+        "--image-text",
+        action="store_true",
+        help="Convert a whole OpenCLIP CLIP state dict into an "
+        "ImageTextModel; the architecture is read from the checkpoint "
+        "(--preset and --vocabulary-size do not apply).",
+    )
+    clip.add_argument(
+        "--image-pooling",
+        choices=("cls", "avg"),
+        default="cls",
+        help="Image-tower pooling: 'cls' (OpenCLIP ViTs, default) or 'avg' "
+        "(ViT-*-avg towers, SuperClass / LiT).",
+    )
+    clip.add_argument(
+        "--quick-gelu",
+        action="store_true",
+        help="QuickGELU MLPs: OpenAI CLIP checkpoints (LAION: leave off).",
+    )
+    clip.add_argument(
+        "--text-num-heads",
+        type=int,
+        default=None,
+        help="Text-tower heads (default width / 64, as OpenCLIP).",
+    )
     parser.add_argument(
         "--no-strict",
         action="store_true",
@@ -101,6 +133,8 @@ def run(args):
 
     logger.info("Reading %s", args.checkpoint)
     state_dict = normalize_state_dict(args.checkpoint)
+    if args.image_text:
+        return _run_image_text(args, state_dict, out)
     vocabulary_size = args.vocabulary_size or infer_vocabulary_size(state_dict)
     kwargs = {"compile": False}
     if vocabulary_size:
@@ -128,6 +162,31 @@ def run(args):
             "%d model weights kept their initialisation.", len(report.missing)
         )
 
+    _write_preset(model, out)
+    return 0
+
+
+def _run_image_text(args, state_dict, out):
+    from keras_superclass.convert.openclip_clip import (
+        image_text_model_from_openclip,
+    )
+
+    model, report = image_text_model_from_openclip(
+        state_dict,
+        image_pooling=args.image_pooling,
+        mlp_activation="quick_gelu" if args.quick_gelu else "gelu",
+        num_heads=args.num_heads,
+        text_num_heads=args.text_num_heads,
+        image_size=args.image_size,
+        strict=not args.no_strict,
+    )
+    logger.info("Loaded %d entries into an ImageTextModel.", len(report.loaded))
+    _write_preset(model, out)
+    return 0
+
+
+def _write_preset(model, out):
+    """`model.save_to_preset(out)`, all or nothing."""
     parent = os.path.dirname(out) or "."
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".convert-", dir=parent)
@@ -140,4 +199,3 @@ def run(args):
         shutil.rmtree(staging, ignore_errors=True)
         raise
     logger.info("Wrote the preset to %s", out)
-    return 0

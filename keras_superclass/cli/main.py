@@ -19,6 +19,8 @@ COMMAND_MODULES = (
     "synsets",
     "train",
     "probe",
+    "zeroshot",
+    "retrieval",
     "predict",
     "export",
     "convert",

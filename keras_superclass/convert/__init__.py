@@ -5,3 +5,8 @@ from keras_superclass.convert.openclip import ConversionReport
 from keras_superclass.convert.openclip import infer_vocabulary_size
 from keras_superclass.convert.openclip import load_reference_weights
 from keras_superclass.convert.openclip import normalize_state_dict
+from keras_superclass.convert.openclip_clip import describe_clip
+from keras_superclass.convert.openclip_clip import (
+    image_text_model_from_openclip,
+)
+from keras_superclass.convert.openclip_clip import load_clip_weights

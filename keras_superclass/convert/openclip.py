@@ -225,7 +225,15 @@ def _tower_pairs(backbone):
         ("positional_embedding", embedding.positional_embedding, _identity)
     )
     pairs += _layer_norm_pairs("ln_pre", backbone.ln_pre)
-    for i, block in enumerate(backbone.transformer_blocks):
+    pairs += _blocks_pairs(backbone.transformer_blocks)
+    pairs += _layer_norm_pairs("ln_post", backbone.ln_post)
+    return pairs
+
+
+def _blocks_pairs(blocks):
+    """Pairs of OpenCLIP `transformer.resblocks.{i}` (either tower)."""
+    pairs = []
+    for i, block in enumerate(blocks):
         p = f"transformer.resblocks.{i}"
         pairs += _layer_norm_pairs(f"{p}.ln_1", block.ln_1)
         pairs += [
@@ -236,7 +244,6 @@ def _tower_pairs(backbone):
         pairs += _layer_norm_pairs(f"{p}.ln_2", block.ln_2)
         pairs += _dense_pairs(f"{p}.mlp.c_fc", block.c_fc)
         pairs += _dense_pairs(f"{p}.mlp.c_proj", block.c_proj)
-    pairs += _layer_norm_pairs("ln_post", backbone.ln_post)
     return pairs
 
 
@@ -296,9 +303,13 @@ def load_reference_weights(model, state_dict_or_path, strict=True):
     The number of attention heads is not stored in a state dict: build
     the model with the checkpoint's (OpenCLIP uses `width / 64`).
 
+    An `ImageTextModel` takes a whole OpenCLIP `CLIP` / `CustomTextCLIP`
+    state dict instead (both towers, projections, `logit_scale`): see
+    `keras_superclass.convert.openclip_clip.load_clip_weights`.
+
     Args:
-        model: a `SuperClassClassifier` (tower, head and IDF statistics) or
-            a bare `SuperClassBackbone` (tower only).
+        model: a `SuperClassClassifier` (tower, head and IDF statistics),
+            a bare `SuperClassBackbone` (tower only) or an `ImageTextModel`.
         state_dict_or_path: a `{name: tensor}` dict (torch tensors or
             arrays) or the path of a `.pt` / `.pth` / `.bin` (read with
             `torch.load(weights_only=True)`), `.safetensors` or `.npz` file.
@@ -323,6 +334,10 @@ def load_reference_weights(model, state_dict_or_path, strict=True):
     >>> len(report.missing)  # doctest: +SKIP
     0
     """
+    if hasattr(model, "text_encoder"):  # An ImageTextModel: both towers.
+        from keras_superclass.convert.openclip_clip import load_clip_weights
+
+        return load_clip_weights(model, state_dict_or_path, strict=strict)
     state_dict = normalize_state_dict(state_dict_or_path)
     tower, head, buffers, ignored = split_state_dict(state_dict)
     backbone, token_head, statistics = _split_model(model)

@@ -135,3 +135,64 @@ def make_label_fn(tokenizer, max_labels=64, pad_id=-1):
 
     label_fn.batched = True  # Readers call it once per batch of captions.
     return label_fn
+
+
+def token_sequences(ids, sequence_length, pad_id=0):
+    """`(B, L)` (or ragged) ids -> `(B, sequence_length)` int32, truncated
+    or padded with `pad_id` (a text tower's input, unlike the label sets).
+
+    Example:
+    >>> token_sequences(tf.ragged.constant([[5, 6, 7], [8]]), 2).numpy()
+    array([[5, 6],
+           [8, 0]], dtype=int32)
+    """
+    if isinstance(ids, tf.RaggedTensor):
+        ids = tf.cast(ids, tf.int32)[:, :sequence_length]
+        return ids.to_tensor(
+            default_value=pad_id, shape=[None, sequence_length]
+        )
+    ids = tf.cast(tf.convert_to_tensor(ids), tf.int32)[:, :sequence_length]
+    pad = sequence_length - tf.shape(ids)[1]
+    ids = tf.pad(ids, [[0, 0], [0, pad]], constant_values=pad_id)
+    return tf.ensure_shape(ids, [None, sequence_length])
+
+
+def make_sequence_fn(tokenizer, sequence_length=77, pad_id=0):
+    """Returns `fn(captions) -> (B, sequence_length)` token ids for a text
+    tower: the tokenizer's ids in order (CLIP BPE: `[SOT] ids [EOT]`, EOT
+    kept when truncating), padded with `pad_id`.
+
+    Like `make_label_fn`, `fn` takes a `(B,)` batch (or one caption) and
+    runs inside `tf.data` on every backend.
+
+    Example:
+    >>> from keras_superclass.data.tokenizers import get_tokenizer
+    >>> tokenizer = get_tokenizer("clip", sequence_length=5)
+    >>> fn = make_sequence_fn(tokenizer, sequence_length=5)
+    >>> fn(tf.constant(["a cat"])).numpy().tolist()
+    [[49406, 320, 2368, 49407, 0]]
+    """
+    native = getattr(tokenizer, "sequence_length", None)
+    if native and native != sequence_length:
+        raise ValueError(
+            f"The tokenizer pads to {native} ids but the text tower takes "
+            f"{sequence_length}: build the tokenizer with "
+            f"sequence_length={sequence_length} (a CLIP tokenizer then keeps "
+            f"its end token when truncating)."
+        )
+
+    def sequence_fn(captions):
+        captions = tf.convert_to_tensor(captions, dtype=tf.string)
+        single = captions.shape.rank == 0
+        if single:
+            captions = captions[None]
+        ids = tokenizer.tokenize(captions)
+        if not isinstance(ids, tf.Tensor | tf.RaggedTensor):
+            # keras-hub tokenizers run pure Python when called eagerly.
+            rows = [np.asarray(r, np.int32).reshape(-1).tolist() for r in ids]
+            ids = tf.ragged.constant(rows, dtype=tf.int32)
+        ids = token_sequences(ids, sequence_length, pad_id)
+        return ids[0] if single else ids
+
+    sequence_fn.batched = True  # Readers call it once per batch.
+    return sequence_fn

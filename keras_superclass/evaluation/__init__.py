@@ -1,4 +1,4 @@
-"""Evaluation of frozen image encoders: linear probe, kNN, few-shot."""
+"""Evaluation: linear probe, kNN, few-shot; zero-shot and retrieval."""
 
 from keras_superclass.evaluation.features import FeatureExtractor
 from keras_superclass.evaluation.features import extract_features
@@ -13,3 +13,8 @@ from keras_superclass.evaluation.results import evaluate_encoder
 from keras_superclass.evaluation.results import evaluate_features
 from keras_superclass.evaluation.results import format_results_table
 from keras_superclass.evaluation.results import write_results
+from keras_superclass.evaluation.retrieval import evaluate_retrieval
+from keras_superclass.evaluation.retrieval import retrieval_recall
+from keras_superclass.evaluation.zero_shot import class_text_embeddings
+from keras_superclass.evaluation.zero_shot import load_templates
+from keras_superclass.evaluation.zero_shot import zero_shot_classify

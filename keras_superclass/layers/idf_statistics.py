@@ -6,6 +6,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_superclass.distribution.replicas import num_replicas
+from keras_superclass.distribution.replicas import sum_over_replicas
+
 
 @keras.saving.register_keras_serializable(package="keras_superclass")
 class IDFStatistics(keras.layers.Layer):
@@ -18,9 +21,12 @@ class IDFStatistics(keras.layers.Layer):
 
         w_c = log((num_samples + 1/B) / (cap_fq_c + 1/B))
 
-    with `B` the global batch. Under a `keras.distribution` the batch axis is
-    global, so the batch mean is already the all-reduced mean of the
-    replicas' means, as in the reference.
+    with `B` the global batch. The batch mean is over the global batch, as
+    the reference's all-reduce of the replicas' means: under a
+    `keras.distribution` the batch axis is global already; under
+    `tf.distribute` and `torch.distributed` the replicas sum their label
+    counts and batch sizes (`keras_superclass.distribution.replicas`), so
+    the statistics equal a single-device run's, however the batch is split.
 
     The reference keeps float64 buffers. JAX has no float64 by default, so
     `cap_fq` is float32 with Kahan-compensated summation (`cap_fq_error`
@@ -43,6 +49,8 @@ class IDFStatistics(keras.layers.Layer):
             initializer="zeros",
             trainable=False,
             dtype="float32",
+            # Equal on every replica after the reduction: keep one copy.
+            aggregation="only_first_replica",
             name="cap_fq",
         )
         self.cap_fq_error = self.add_weight(
@@ -50,6 +58,7 @@ class IDFStatistics(keras.layers.Layer):
             initializer="zeros",
             trainable=False,
             dtype="float32",
+            aggregation="only_first_replica",
             name="cap_fq_error",
         )
         self.num_samples = self.add_weight(
@@ -57,6 +66,7 @@ class IDFStatistics(keras.layers.Layer):
             initializer="zeros",
             trainable=False,
             dtype="float32",
+            aggregation="only_first_replica",
             name="num_samples",
         )
         self.built = True
@@ -72,14 +82,26 @@ class IDFStatistics(keras.layers.Layer):
             self.updates_enabled = previous
 
     def update(self, multi_hot):
-        """Adds one batch of multi-hot labels `(B, V)` to the statistics."""
-        batch_mean = ops.mean(ops.cast(multi_hot, "float32"), axis=0)
+        """Adds one batch of multi-hot labels `(B, V)` to the statistics.
+
+        Returns:
+            The global batch size (summed over data-parallel replicas).
+        """
+        multi_hot = ops.cast(multi_hot, "float32")
+        # Label counts and batch size in one cross-replica sum.
+        count = ops.cast(ops.shape(multi_hot)[:1], "float32")
+        totals = sum_over_replicas(
+            ops.concatenate([ops.sum(multi_hot, axis=0), count])
+        )
+        batch_size = totals[-1]
+        batch_mean = totals[:-1] / batch_size
         # Kahan summation: carry the rounding error of every addition.
         y = batch_mean - self.cap_fq_error
         total = self.cap_fq + y
         self.cap_fq_error.assign((total - self.cap_fq) - y)
         self.cap_fq.assign(total)
         self.num_samples.assign(self.num_samples + 1.0)
+        return batch_size
 
     def idf_weights(self, batch_size):
         """The IDF weight of every class, `(V,)` float32."""
@@ -88,10 +110,14 @@ class IDFStatistics(keras.layers.Layer):
         return ops.log((self.num_samples + inv_batch) / (cap_fq + inv_batch))
 
     def update_and_weights(self, multi_hot):
-        """Updates (when enabled) and returns the weights for this batch."""
+        """Updates (when enabled) and returns the weights for this batch.
+
+        Evaluation steps (no update) communicate nothing: their global
+        batch is the local one times the number of replicas.
+        """
         if self.updates_enabled:
-            self.update(multi_hot)
-        return self.idf_weights(ops.shape(multi_hot)[0])
+            return self.idf_weights(self.update(multi_hot))
+        return self.idf_weights(ops.shape(multi_hot)[0] * num_replicas())
 
     def set_statistics(self, cap_fq, num_samples):
         """Overwrites the statistics (e.g. from a reference checkpoint).

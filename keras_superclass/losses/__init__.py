@@ -1,3 +1,7 @@
+from keras_superclass.losses.contrastive_losses import CLIPLoss
+from keras_superclass.losses.contrastive_losses import SigLIPLoss
+from keras_superclass.losses.contrastive_losses import clip_loss
+from keras_superclass.losses.contrastive_losses import siglip_loss
 from keras_superclass.losses.labels import token_ids_to_multi_hot
 from keras_superclass.losses.multilabel_loss import MultiLabelLoss
 from keras_superclass.losses.multilabel_losses import AsymmetricLoss

@@ -7,6 +7,11 @@ import keras_hub
 from keras_superclass.models import SuperClassBackbone
 from keras_superclass.models import SuperClassClassifier
 from keras_superclass.training.config import ConfigError
+from keras_superclass.training.image_text_builders import (
+    build_image_text_preprocessor,
+)
+from keras_superclass.training.image_text_builders import build_image_text_task
+from keras_superclass.training.image_text_builders import is_image_text
 
 
 def _architecture_presets():
@@ -63,6 +68,8 @@ def build_preprocessor(config):
         resize_method=data["resize_method"],
         normalize=not config["model"]["normalize_images"],
     )
+    if is_image_text(config):
+        return build_image_text_preprocessor(config, converter)
     if config["model"]["task"] == "catlip":
         from keras_superclass.models import CatLIPPreprocessor
         from keras_superclass.models import SynsetLabeler
@@ -88,8 +95,12 @@ def build_preprocessor(config):
 def build_task(config, preprocessor):
     """The (uncompiled) task model a config describes, with `preprocessor`
     (from `build_preprocessor`) setting the size of its head."""
-    vocabulary_size = preprocessor.vocabulary_size()
     model = config["model"]
+    if is_image_text(config):
+        backbone = build_backbone(model["preset"], model["backbone"])
+        check_image_size(config, backbone)
+        return build_image_text_task(config, preprocessor, backbone)
+    vocabulary_size = preprocessor.vocabulary_size()
     if model["vocabulary_size"] and model["vocabulary_size"] != vocabulary_size:
         raise ConfigError(
             f"'model.vocabulary_size' is {model['vocabulary_size']} but the "
@@ -97,14 +108,7 @@ def build_task(config, preprocessor):
             f"vocabulary). Remove the key or use the matching tokenizer."
         )
     backbone = build_backbone(model["preset"], model["backbone"])
-    image_size = config["data"]["image_size"]
-    if tuple(backbone.input_shape[1:3]) != (image_size, image_size):
-        raise ConfigError(
-            f"'data.image_size' is {image_size} but the model takes "
-            f"{backbone.input_shape[1]}x{backbone.input_shape[2]} images. "
-            f"Set model.backbone.image_shape to [{image_size}, {image_size}, "
-            f"3] or data.image_size to {backbone.input_shape[1]}."
-        )
+    check_image_size(config, backbone)
     return task_class(model["task"])(
         backbone,
         vocabulary_size=vocabulary_size,
@@ -113,6 +117,18 @@ def build_task(config, preprocessor):
         preprocessor=preprocessor,
         compile=False,
     )
+
+
+def check_image_size(config, backbone):
+    """Raises unless the backbone takes `data.image_size` images."""
+    image_size = config["data"]["image_size"]
+    if tuple(backbone.input_shape[1:3]) != (image_size, image_size):
+        raise ConfigError(
+            f"'data.image_size' is {image_size} but the model takes "
+            f"{backbone.input_shape[1]}x{backbone.input_shape[2]} images. "
+            f"Set model.backbone.image_shape to [{image_size}, {image_size}, "
+            f"3] or data.image_size to {backbone.input_shape[1]}."
+        )
 
 
 def build_loss(config, vocabulary_size, ignore_ids=()):
@@ -145,16 +161,31 @@ def build_tokenizer(config):
     return tokenizers.get_tokenizer(name)
 
 
-def build_train_dataset(config, preprocessor, skip_batches=0):
-    """The infinite training stream of micro-batches, fast-forwarded."""
+def build_train_dataset(
+    config, preprocessor, skip_batches=0, distribution=None
+):
+    """The infinite training stream of micro-batches, fast-forwarded.
+
+    With a `RunDistribution`, this process's share: its files of the
+    shards and its part of each global micro-batch.
+    """
     from keras_superclass.data import image_text_dataset
 
     data = config["data"]
     if not data["train"]:
         raise ConfigError("'data.train' (a TFRecord glob) is not set.")
+    batch_size = config["training"]["micro_batch_size"]
+    shard = {}
+    if distribution is not None:
+        batch_size = distribution.process_batch_size(batch_size)
+        shard = dict(
+            process_index=distribution.data_shard_index,
+            process_count=distribution.data_shard_count,
+        )
     return image_text_dataset(
         data["train"],
-        batch_size=config["training"]["micro_batch_size"],
+        batch_size=batch_size,
+        **shard,
         preprocessor=preprocessor,
         training=True,
         shuffle_buffer=data["shuffle_buffer"],

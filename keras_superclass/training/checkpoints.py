@@ -12,6 +12,7 @@ import glob
 import json
 import os
 import re
+import tempfile
 
 import keras
 
@@ -155,13 +156,25 @@ class CheckpointManager:
 
 
 class CheckpointCallback(keras.callbacks.Callback):
-    """Checkpoints at the end of every epoch (= `steps_per_epoch` steps)."""
+    """Checkpoints at the end of every epoch (= `steps_per_epoch` steps).
 
-    def __init__(self, manager, extra=None):
+    In a multi-process run every process saves (on JAX, reading global
+    arrays is a collective step) but only the chief (`write=True`) keeps
+    the files.
+    """
+
+    def __init__(self, manager, extra=None, write=True):
         super().__init__()
         self.manager = manager
         self.extra = extra or {}
+        self.write = write
 
     def on_epoch_end(self, epoch, logs=None):
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        self.manager.save(self.model, step, epoch + 1, extra=self.extra)
+        if self.write:
+            self.manager.save(self.model, step, epoch + 1, extra=self.extra)
+            return
+        if keras.backend.backend() != "jax":
+            return  # torch.distributed / tf.distribute: nothing collective
+        with tempfile.TemporaryDirectory() as scratch:
+            self.model.save_weights(os.path.join(scratch, "w.weights.h5"))

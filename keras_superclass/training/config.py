@@ -13,12 +13,16 @@ import os
 
 import yaml
 
+from keras_superclass.distribution.config import DEFAULTS as DISTRIBUTION
+
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
 
 DEFAULTS = {
     "name": "run",
     "model": {
-        # "superclass" (softmax token task) or "catlip" (synset BCE task).
+        # "superclass" (softmax token task), "catlip" (synset BCE task),
+        # "lit" (locked image encoder + text tower) or "clip" (both towers
+        # from scratch); lit/clip train with loss.contrastive.
         "task": "superclass",
         # Architecture preset name or a preset directory.
         "preset": "superclass_vit_b16",
@@ -27,6 +31,14 @@ DEFAULTS = {
         # None: taken from the tokenizer (or the synset vocabulary).
         "vocabulary_size": None,
         "head_mlp_layers": 0,
+        # Image-text tasks (lit, clip): the text tower's arguments
+        # (hidden_dim, num_layers, num_heads, sequence_length, ...; the
+        # vocabulary size comes from the tokenizer), the joint width, and
+        # for lit the trailing image-tower groups left trainable (1: only
+        # the image projection, as the reference LiT configs).
+        "text_encoder": {},
+        "embed_dim": 512,
+        "lock_image_unlocked_groups": 1,
         # The reader ships uint8 pixels and the task normalises them on the
         # device (a quarter of the bytes, no host work); false: on the host.
         "normalize_images": True,
@@ -38,6 +50,8 @@ DEFAULTS = {
         "idf": "online",
         "document_frequencies": None,
         "options": {},
+        # Image-text tasks: "clip" (softmax) or "siglip" (sigmoid).
+        "contrastive": "clip",
     },
     "data": {
         "train": None,  # TFRecord glob
@@ -86,11 +100,13 @@ DEFAULTS = {
         "keep": 3,
         "tensorboard": True,
     },
+    # Devices and hosts: see keras_superclass/distribution/config.py.
+    "distribution": copy.deepcopy(DISTRIBUTION),
 }
 
 
 # Sections holding constructor arguments rather than config keys.
-FREE_FORM = ("backbone", "options")
+FREE_FORM = ("backbone", "options", "text_encoder")
 
 
 class ConfigError(ValueError):

@@ -7,6 +7,7 @@ numbers that YAML read as strings (`5e-4`, `1e9`) into numbers.
 
 import os
 
+from keras_superclass.distribution.config import RULES as DISTRIBUTION_RULES
 from keras_superclass.training.config import ConfigError
 from keras_superclass.training.config import _where
 
@@ -99,7 +100,10 @@ def _resize_methods():
 _RATE = ("float?", 0)
 RULES = {
     "name": ("text",),
-    "model.task": ("choice", ("superclass", "catlip")),
+    "model.task": ("choice", ("superclass", "catlip", "lit", "clip")),
+    "model.embed_dim": ("int", 1),
+    "model.lock_image_unlocked_groups": ("int", 0),
+    "loss.contrastive": ("choice", ("clip", "siglip")),
     "model.preset": ("text",),
     "model.vocabulary_size": ("int?", 1),
     "model.head_mlp_layers": ("int", 0),
@@ -147,6 +151,7 @@ RULES = {
     "checkpoint.dir": ("text",),
     "checkpoint.keep": ("int", 1),
     "checkpoint.tensorboard": ("bool",),
+    **DISTRIBUTION_RULES,
 }
 
 

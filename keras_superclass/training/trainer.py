@@ -12,6 +12,7 @@ used, so a deterministic run continues exactly where it stopped.
 import csv
 import math
 import os
+import warnings
 
 import keras
 
@@ -24,6 +25,7 @@ from keras_superclass.training.checkpoints import CheckpointError
 from keras_superclass.training.checkpoints import CheckpointManager
 from keras_superclass.training.config import save_config
 from keras_superclass.training.config_checks import check_paths
+from keras_superclass.training.image_text_builders import is_image_text
 from keras_superclass.utils.io import atomic_write_text
 
 
@@ -113,7 +115,9 @@ def build_compiled_model(config, training_loss=True):
     preprocessor = build_preprocessor(config)
     model = build_task(config, preprocessor)
     loss = "auto"
-    if training_loss:
+    if training_loss and is_image_text(config):
+        loss = config["loss"]["contrastive"]
+    elif training_loss:
         loss = build_loss(
             config, model.vocabulary_size, preprocessor.special_ids
         )
@@ -139,6 +143,21 @@ class _CSVLogger(keras.callbacks.CSVLogger):
         super().on_epoch_end(epoch, logs)
 
 
+def check_data_shards(manager, meta, distribution):
+    """Warns when a run resumes with another number of data shards: each
+    process then reads other files, so the data order differs from the
+    interrupted run's (training itself continues correctly)."""
+    before = meta.get("data_shards", 1)
+    if before != distribution.data_shard_count:
+        warnings.warn(
+            f"The checkpoint in {manager.directory} was written by a run "
+            f"reading {before} data shard(s) (processes); this one reads "
+            f"{distribution.data_shard_count}. Training continues, but the "
+            f"data order is not the interrupted run's.",
+            stacklevel=2,
+        )
+
+
 def _report_finished(manager, meta, total_steps):
     steps = ", ".join(str(s) for s in manager.steps())
     print(
@@ -156,7 +175,11 @@ def train(config, resume=False, callbacks=(), verbose="auto"):
     The config's paths are checked first, and the run directory is only
     created once the model and the data stream are built. Resuming a run
     that already reached `training.total_steps` prints so and returns
-    `(model, None)`.
+    `(model, None)`. The model is built, compiled and trained under the
+    config's `distribution` (one device, data or model parallel, one or
+    several processes); `training.global_batch_size` stays the global
+    batch, each process reads its share of the shards, and only the first
+    process writes the run directory.
 
     Args:
         config: a dict from `load_config`.
@@ -170,9 +193,17 @@ def train(config, resume=False, callbacks=(), verbose="auto"):
             another model, or a new run into a directory that already holds
             checkpoints (which it would overwrite).
     """
-    from keras_superclass.data import CorruptRecordReport
+    from keras_superclass.distribution import activate
 
     check_paths(config)
+    # Before any other backend work: it may join a multi-host run.
+    with activate(config["distribution"]) as distribution:
+        return _train(config, resume, callbacks, verbose, distribution)
+
+
+def _train(config, resume, callbacks, verbose, distribution):
+    from keras_superclass.data import CorruptRecordReport
+
     t = config["training"]
     run_dir = config["checkpoint"]["dir"]
     manager = CheckpointManager(run_dir, keep=config["checkpoint"]["keep"])
@@ -194,26 +225,38 @@ def train(config, resume=False, callbacks=(), verbose="auto"):
             _report_finished(manager, meta, t["total_steps"])
             return model, None
 
+        check_data_shards(manager, meta, distribution)
+    model = distribution.prepare_model(model)
+
     micro_steps = t["steps_per_epoch"] * t["accumulation_steps"]
+    # The data position is per process: each skips its own batches.
     dataset = build_train_dataset(
-        config, model.preprocessor, skip_batches=initial_epoch * micro_steps
+        config,
+        model.preprocessor,
+        skip_batches=initial_epoch * micro_steps,
+        distribution=distribution,
     )
     check_labels(dataset, config)
-    if not resume:  # only now: a failed start leaves no directory behind
+    chief = distribution.is_chief
+    if not resume and chief:  # now: a failed start leaves no directory
         os.makedirs(run_dir, exist_ok=True)
         save_config(config, os.path.join(run_dir, "config.yaml"))
     log_path = os.path.join(run_dir, "log.csv")
-    _truncate_log(log_path, initial_epoch)
+    if chief:
+        _truncate_log(log_path, initial_epoch)
+    shards = {"data_shards": distribution.data_shard_count}
     all_callbacks = [
         # Before the report, so its line follows the finished epoch's bar.
         keras.callbacks.ProgbarLogger(),
         keras.callbacks.TerminateOnNaN(),
-        _CSVLogger(log_path, append=True),
-        CheckpointCallback(manager),
+        # Every process saves (a collective step); the chief writes.
+        CheckpointCallback(manager, extra=shards, write=chief),
         # Skipped (corrupt) records are counted by the reader; say so.
         CorruptRecordReport(dataset),
     ]
-    if config["checkpoint"]["tensorboard"]:
+    if chief:  # one writer of the run directory
+        all_callbacks.insert(2, _CSVLogger(log_path, append=True))
+    if config["checkpoint"]["tensorboard"] and chief:
         all_callbacks.append(
             keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"))
         )
@@ -223,7 +266,7 @@ def train(config, resume=False, callbacks=(), verbose="auto"):
         initial_epoch=initial_epoch,
         steps_per_epoch=micro_steps,
         callbacks=all_callbacks + list(callbacks),
-        verbose=verbose,
+        verbose=verbose if chief else 0,  # one progress bar
         shuffle=False,  # the stream is shuffled by the reader
     )
     return model, history

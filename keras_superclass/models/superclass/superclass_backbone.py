@@ -74,6 +74,8 @@ class SuperClassBackbone(Backbone):
         stem: `"patch"` (one conv) or `"conv"` (CatLIP's conv stem).
         remat: recompute each block's activations in the backward pass,
             trading compute for memory.
+        mlp_activation: `"gelu"` (exact, OpenCLIP / LAION) or
+            `"quick_gelu"` (OpenAI CLIP checkpoints).
         dtype: dtype policy, e.g. `"mixed_bfloat16"`.
 
     Example:
@@ -102,6 +104,7 @@ class SuperClassBackbone(Backbone):
         dropout_rate=0.0,
         stem="patch",
         remat=False,
+        mlp_activation="gelu",
         dtype=None,
         **kwargs,
     ):
@@ -134,6 +137,7 @@ class SuperClassBackbone(Backbone):
                 layer_norm_epsilon=layer_norm_epsilon,
                 dropout_rate=dropout_rate,
                 remat=remat,
+                activation=mlp_activation,
                 dtype=dtype,
                 name=f"block_{i}",
             )
@@ -188,6 +192,7 @@ class SuperClassBackbone(Backbone):
         self.dropout_rate = dropout_rate
         self.stem = stem
         self.remat = remat
+        self.mlp_activation = mlp_activation
 
     @property
     def output_dim(self):
@@ -210,6 +215,7 @@ class SuperClassBackbone(Backbone):
             dropout_rate=self.dropout_rate,
             stem=self.stem,
             remat=self.remat,
+            mlp_activation=self.mlp_activation,
         )
         return config
 

@@ -12,6 +12,16 @@ def _torch_conv_initializer():
     return torch_linear_kernel_initializer()
 
 
+MLP_ACTIVATIONS = ("gelu", "quick_gelu")
+
+
+def mlp_activation(x, name):
+    """Exact GELU, or OpenAI CLIP's QuickGELU `x * sigmoid(1.702 x)`."""
+    if name == "quick_gelu":
+        return x * ops.sigmoid(1.702 * x)
+    return ops.gelu(x, approximate=False)
+
+
 def tokens_as_rows(x):
     """`(B, N, D) -> (B * N, D)` before a Dense.
 
@@ -190,10 +200,12 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     One `Dense(3D)` gives q, k and v (OpenCLIP's `in_proj_weight`, stacked
     q, k, v), attention runs through `keras.ops.dot_product_attention`, and
     `out_proj` maps back to `D`. Initialisation follows PyTorch: xavier
-    uniform in-projection, zero biases for in/out projections.
+    uniform in-projection, zero biases for in/out projections. With
+    `causal=True` each token attends to itself and earlier tokens only
+    (the text tower).
     """
 
-    def __init__(self, hidden_dim, num_heads, **kwargs):
+    def __init__(self, hidden_dim, num_heads, causal=False, **kwargs):
         super().__init__(**kwargs)
         if hidden_dim % num_heads:
             raise ValueError(
@@ -203,6 +215,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.hidden_dim = int(hidden_dim)
         self.num_heads = int(num_heads)
         self.head_dim = self.hidden_dim // self.num_heads
+        self.causal = bool(causal)
 
     def build(self, input_shape):
         self.in_proj = keras.layers.Dense(
@@ -230,13 +243,17 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             qkv, (batch, length, 3, self.num_heads, self.head_dim)
         )
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        out = ops.dot_product_attention(q, k, v)
+        out = ops.dot_product_attention(q, k, v, is_causal=self.causal)
         out = ops.reshape(out, (batch * length, self.hidden_dim))
         return ops.reshape(self.out_proj(out), (batch, length, self.hidden_dim))
 
     def get_config(self):
         config = super().get_config()
-        config.update(hidden_dim=self.hidden_dim, num_heads=self.num_heads)
+        config.update(
+            hidden_dim=self.hidden_dim,
+            num_heads=self.num_heads,
+            causal=self.causal,
+        )
         return config
 
 
@@ -244,8 +261,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
 class TransformerBlock(keras.layers.Layer):
     """Pre-LN transformer block (OpenCLIP `ResidualAttentionBlock`).
 
-    `x + attn(ln_1(x))`, then `x + c_proj(gelu(c_fc(ln_2(x))))` with exact
-    GELU; no LayerScale.
+    `x + attn(ln_1(x))`, then `x + c_proj(act(c_fc(ln_2(x))))`; no
+    LayerScale.
 
     Args:
         hidden_dim: token width.
@@ -255,6 +272,8 @@ class TransformerBlock(keras.layers.Layer):
         dropout_rate: dropout after attention and MLP (0 in the reference).
         remat: recompute the block's activations in the backward pass
             (gradient checkpointing), trading compute for memory.
+        activation: `"gelu"` (exact) or `"quick_gelu"` (OpenAI CLIP).
+        causal: causal self-attention (the text tower).
     """
 
     def __init__(
@@ -265,9 +284,18 @@ class TransformerBlock(keras.layers.Layer):
         layer_norm_epsilon=1e-5,
         dropout_rate=0.0,
         remat=False,
+        activation="gelu",
+        causal=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if activation not in MLP_ACTIVATIONS:
+            raise ValueError(
+                f"`activation` must be one of {MLP_ACTIVATIONS}, got "
+                f"{activation!r}."
+            )
+        self.activation = activation
+        self.causal = bool(causal)
         self.remat = bool(remat)
         self.hidden_dim = int(hidden_dim)
         self.num_heads = int(num_heads)
@@ -283,7 +311,11 @@ class TransformerBlock(keras.layers.Layer):
         )
         self.ln_1.build(input_shape)
         self.attn = MultiHeadSelfAttention(
-            self.hidden_dim, self.num_heads, dtype=policy, name="attn"
+            self.hidden_dim,
+            self.num_heads,
+            causal=self.causal,
+            dtype=policy,
+            name="attn",
         )
         self.attn.build(input_shape)
         self.ln_2 = keras.layers.LayerNormalization(
@@ -314,7 +346,7 @@ class TransformerBlock(keras.layers.Layer):
         x = x + self.dropout(h, training=training)
         h = self.c_fc(tokens_as_rows(self.ln_2(x)))
         h = ops.reshape(
-            self.c_proj(ops.gelu(h, approximate=False)), ops.shape(x)
+            self.c_proj(mlp_activation(h, self.activation)), ops.shape(x)
         )
         return x + self.dropout(h, training=training)
 
@@ -333,6 +365,8 @@ class TransformerBlock(keras.layers.Layer):
             layer_norm_epsilon=self.layer_norm_epsilon,
             dropout_rate=self.dropout_rate,
             remat=self.remat,
+            activation=self.activation,
+            causal=self.causal,
         )
         return config
 
