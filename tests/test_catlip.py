@@ -268,3 +268,16 @@ def test_transfer_init_classifier_copies_matched_rows():
         transfer_init_classifier(
             head, classes, synsets.SynsetVocabulary(vocab.keys[:3])
         )
+
+
+def test_token_head_classifier_inputs_feed_its_classifier():
+    # With a classifier holding the head's own weights, Dense on the head's
+    # classifier_inputs reproduces the head's logits (MLP blocks included).
+    head = TokenHead(6, num_mlp_layers=1)
+    features = np.random.default_rng(0).normal(size=(3, 8)).astype("float32")
+    logits = keras.ops.convert_to_numpy(head(features))
+    inputs = keras.ops.convert_to_numpy(head.classifier_inputs(features))
+    kernel, bias = (
+        keras.ops.convert_to_numpy(w) for w in head.classifier.weights
+    )
+    np.testing.assert_allclose(inputs @ kernel + bias, logits, atol=1e-5)

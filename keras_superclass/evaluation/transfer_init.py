@@ -206,8 +206,10 @@ def transfer_init_classifier(
 
     Returns:
         `(kernel (D, C), bias (C,), report)`: float32 arrays to load into the
-        downstream Dense (keep the pretrained head's LayerNorm before it)
-        and the `match_classes_to_synsets` report of every class.
+        downstream Dense, which reads what the pretrained classifier read
+        (`task.token_head.classifier_inputs(pooled_features)`: the head's
+        LayerNorm kept), and the `match_classes_to_synsets` report of every
+        class.
 
     Example:
     >>> vocab = SynsetVocabulary(["n2084071"])  # dog

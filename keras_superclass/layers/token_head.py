@@ -140,11 +140,28 @@ class TokenHead(keras.layers.Layer):
         self.classifier.build(input_shape)
         self.built = True
 
-    def call(self, features):
+    def classifier_inputs(self, features):
+        """What the output Dense reads: `features` through the MLP blocks
+        and the LayerNorm.
+
+        A classifier started by Transfer Init
+        (`evaluation.transfer_init.transfer_init_classifier`) reads these,
+        as the pretrained synset classifier did.
+
+        Example:
+        >>> head = TokenHead(vocabulary_size=100)
+        >>> tuple(head.classifier_inputs(keras.ops.ones((2, 32))).shape)
+        (2, 32)
+        """
+        if not self.built:
+            self.build(tuple(features.shape))
         x = features
         for block in self.mlp_blocks:
             x = block(x)
-        return self.classifier(self.norm(x))
+        return self.norm(x)
+
+    def call(self, features):
+        return self.classifier(self.classifier_inputs(features))
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.vocabulary_size)
