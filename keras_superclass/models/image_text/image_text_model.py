@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_superclass.data.image_converter import ImageNormalization
+from keras_superclass.data.image_normalization import ImageNormalization
 from keras_superclass.models.image_text.image_text_layers import (
     CLIP_LOGIT_SCALE_INIT,
 )
