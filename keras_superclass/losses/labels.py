@@ -5,9 +5,15 @@ from keras import ops
 
 
 def _concrete_numpy(x):
-    """`x` as NumPy when its values are known now, else `None` (traced)."""
+    """`x` as NumPy when its values are known on the host, else `None`."""
     if isinstance(x, np.ndarray | list | tuple):
         return np.asarray(x)
+    try:
+        device = str(getattr(x, "device", "cpu")).lower()
+    except Exception:  # A tracer.
+        return None
+    if "cpu" not in device:
+        return None  # On an accelerator: reading it would sync every step.
     try:
         return np.asarray(ops.convert_to_numpy(x))
     except Exception:  # A tracer or symbolic graph tensor.
@@ -36,8 +42,8 @@ def token_ids_to_multi_hot(
     """Builds the multi-hot `(B, V)` label of padded token ids `(B, L)`.
 
     Duplicates collapse (a caption's label is the SET of its tokens); pad
-    entries and `ignore_ids` never become targets. Built with a scatter, so
-    memory is `B * V`, not `B * L * V`.
+    entries and `ignore_ids` never become targets. Built with one scatter
+    update, so memory is `B * V`, not `B * L * V`.
 
     Ids out of range raise when the values are concrete (eager); inside a
     compiled step they cannot raise, so they are dropped from the multi-hot
@@ -57,15 +63,21 @@ def token_ids_to_multi_hot(
     ids = ops.cast(token_ids, "int32")
     shape = ops.shape(ids)
     batch, length = shape[0], shape[1]
+    # Pad and out-of-range entries go to a spare column V, cut off below,
+    # so every write stores 1: duplicates agree and the result is exact.
     valid = ops.logical_and(ids >= 0, ids < vocabulary_size)
-    safe_ids = ops.where(valid, ids, ops.zeros_like(ids))
+    columns = ops.where(valid, ids, vocabulary_size)
     rows = ops.broadcast_to(
         ops.expand_dims(ops.arange(batch, dtype="int32"), 1), (batch, length)
     )
-    indices = ops.reshape(ops.stack([rows, safe_ids], axis=-1), (-1, 2))
-    values = ops.reshape(ops.cast(valid, dtype), (-1,))
-    counts = ops.scatter(indices, values, (batch, vocabulary_size))
-    multi_hot = ops.minimum(counts, ops.cast(1, dtype))
+    indices = ops.reshape(ops.stack([rows, columns], axis=-1), (-1, 2))
+    # `scatter_update`, not `scatter`: Keras's torch `scatter` loops over
+    # the indices in Python (one device sync each on a GPU).
+    multi_hot = ops.scatter_update(
+        ops.zeros((batch, vocabulary_size + 1), dtype),
+        indices,
+        ops.ones((batch * length,), dtype),
+    )[:, :vocabulary_size]
     if ignore_ids:
         keep = np.ones((vocabulary_size,), dtype="float32")
         keep[np.asarray(list(ignore_ids), dtype=np.int64)] = 0.0
