@@ -5,7 +5,13 @@ Importing the package registers every model, layer and loss with Keras, so
 `keras_hub.models.Backbone.from_preset(dir)` can load saved presets.
 """
 
-# First: the command line hides TensorFlow's start-up log lines, which
+# ruff: noqa: E402
+# First, before any XLA compilation: the measured XLA CPU default.
+from keras_superclass.utils import xla_flags
+
+xla_flags.set_cpu_matmul_default()
+
+# Then the command line hides TensorFlow's start-up log lines, which
 # has to happen before the imports below load TensorFlow.
 from keras_superclass import cli
 from keras_superclass import layers

@@ -1,0 +1,49 @@
+"""The XLA CPU default the package sets on import."""
+
+import os
+import subprocess
+import sys
+
+from keras_superclass.utils import xla_flags
+
+
+def test_flag_added_unless_the_user_chose(monkeypatch):
+    monkeypatch.setattr(xla_flags, "flag_is_known", lambda: True)
+    environ = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    assert xla_flags.set_cpu_matmul_default(environ)
+    assert environ["XLA_FLAGS"] == (
+        "--xla_force_host_platform_device_count=8 " + xla_flags.CPU_MATMUL_FLAG
+    )
+    assert not xla_flags.set_cpu_matmul_default(environ)  # not twice
+    own = {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=dot"}
+    assert not xla_flags.set_cpu_matmul_default(own)
+    assert own["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=dot"
+
+
+def test_flag_left_out_for_an_xla_that_would_reject_it(monkeypatch):
+    # XLA aborts the process on an unknown flag: older builds get none.
+    versions = {"jaxlib": (0, 4), "tensorflow": (2, 21)}
+    monkeypatch.setattr(xla_flags, "_version", versions.get)
+    environ = {}
+    assert not xla_flags.set_cpu_matmul_default(environ)
+    assert "XLA_FLAGS" not in environ
+    versions["jaxlib"] = (0, 10)
+    assert xla_flags.set_cpu_matmul_default(environ)
+    versions.clear()  # neither installed: nothing reads XLA_FLAGS
+    assert not xla_flags.flag_is_known()
+
+
+def test_importing_the_package_sets_it_before_the_first_compilation():
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    code = (
+        "import os, keras_superclass, keras; "
+        "keras.ops.ones(2) * 2; print(os.environ['XLA_FLAGS'])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert xla_flags.CPU_MATMUL_FLAG in out
