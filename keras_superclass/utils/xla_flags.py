@@ -3,8 +3,8 @@
 Recent XLA sends float32 matmuls on a CPU to YNNPACK. On the ViT train
 step XLA's own matmuls are faster: S/16 at batch 16 took 3.2 s instead of
 4.0-4.1 s per step under jax; bfloat16 and tensorflow's XLA (2.8-3.0 s
-either way) were unchanged. Measured by `benchmarks/train_step.py` (see its README). The
-flag only concerns CPU compilation, so GPU and TPU runs are unaffected.
+either way) were unchanged (`benchmarks/train_step.py`, see its README).
+The flag only concerns CPU compilation: GPU and TPU runs are unaffected.
 
 XLA reads `XLA_FLAGS` once, before its first compilation, and aborts on a
 flag it does not know. So the flag is added only for the XLA builds it was
