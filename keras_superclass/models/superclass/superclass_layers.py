@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_superclass.layers.attention import MultiHeadSelfAttention
+from keras_superclass.layers.attention import tokens_as_rows
 from keras_superclass.layers.token_head import torch_linear_bias_initializer
 from keras_superclass.layers.token_head import torch_linear_kernel_initializer
 
@@ -20,15 +22,6 @@ def mlp_activation(x, name):
     if name == "quick_gelu":
         return x * ops.sigmoid(1.702 * x)
     return ops.gelu(x, approximate=False)
-
-
-def tokens_as_rows(x):
-    """`(B, N, D) -> (B * N, D)` before a Dense.
-
-    Same result, but the kernel gradient becomes one plain matmul: XLA on
-    CPU runs the 3-D form (two contracting dimensions) several times slower.
-    """
-    return ops.reshape(x, (-1, x.shape[-1]))
 
 
 @keras.saving.register_keras_serializable(package="keras_superclass")
@@ -189,87 +182,6 @@ class PatchEmbedding(keras.layers.Layer):
             grid_size=list(self.grid_size),
             use_class_token=self.use_class_token,
             stem=self.stem,
-        )
-        return config
-
-
-@keras.saving.register_keras_serializable(package="keras_superclass")
-class MultiHeadSelfAttention(keras.layers.Layer):
-    """Self-attention with a fused qkv projection (`nn.MultiheadAttention`).
-
-    One `Dense(3D)` gives q, k and v (OpenCLIP's `in_proj_weight`, stacked
-    q, k, v), attention runs through `keras.ops.dot_product_attention`, and
-    `out_proj` maps back to `D`. Initialisation follows PyTorch: xavier
-    uniform in-projection, zero biases for in/out projections. With
-    `causal=True` each token attends to itself and earlier tokens only
-    (the text tower). `flash_attention`: `None` lets Keras pick the fused
-    kernel where the backend has one (cuDNN / TPU / PyTorch SDPA), `True`
-    requires it.
-    """
-
-    def __init__(
-        self,
-        hidden_dim,
-        num_heads,
-        causal=False,
-        flash_attention=None,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        if hidden_dim % num_heads:
-            raise ValueError(
-                f"`hidden_dim` ({hidden_dim}) must be divisible by "
-                f"`num_heads` ({num_heads})."
-            )
-        self.hidden_dim = int(hidden_dim)
-        self.num_heads = int(num_heads)
-        self.head_dim = self.hidden_dim // self.num_heads
-        self.causal = bool(causal)
-        self.flash_attention = flash_attention
-
-    def build(self, input_shape):
-        self.in_proj = keras.layers.Dense(
-            3 * self.hidden_dim,
-            kernel_initializer="glorot_uniform",
-            bias_initializer="zeros",
-            dtype=self.dtype_policy,
-            name="in_proj",
-        )
-        self.in_proj.build(input_shape)
-        self.out_proj = keras.layers.Dense(
-            self.hidden_dim,
-            kernel_initializer=torch_linear_kernel_initializer(),
-            bias_initializer="zeros",
-            dtype=self.dtype_policy,
-            name="out_proj",
-        )
-        self.out_proj.build(input_shape)
-        self.built = True
-
-    def call(self, x):
-        batch, length = ops.shape(x)[0], ops.shape(x)[1]
-        qkv = self.in_proj(tokens_as_rows(x))
-        qkv = ops.reshape(
-            qkv, (batch, length, 3, self.num_heads, self.head_dim)
-        )
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        out = ops.dot_product_attention(
-            q,
-            k,
-            v,
-            is_causal=self.causal,
-            flash_attention=self.flash_attention,
-        )
-        out = ops.reshape(out, (batch * length, self.hidden_dim))
-        return ops.reshape(self.out_proj(out), (batch, length, self.hidden_dim))
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            hidden_dim=self.hidden_dim,
-            num_heads=self.num_heads,
-            causal=self.causal,
-            flash_attention=self.flash_attention,
         )
         return config
 
