@@ -1,6 +1,7 @@
 """The two timed sides of `train_step.py`, each run in its own process."""
 
 import json
+import os
 
 from train_step import make_batch
 from train_step import report
@@ -16,6 +17,7 @@ def main_ours(args):
         # What `training.dtype_policy: mixed_bfloat16` does; the loss and
         # the IDF statistics stay float32.
         keras.config.set_dtype_policy("mixed_bfloat16")
+    from keras_superclass.layers.attention import fused_attention_is_faster
     from keras_superclass.models import SuperClassClassifier
 
     overrides = {"image_shape": (args.image_size, args.image_size, 3)}
@@ -67,6 +69,10 @@ def main_ours(args):
         "jit_compile": bool(model.jit_compile),
         "dtype_policy": model.dtype_policy.name,
         "remat": bool(args.remat),
+        "attention": "fused"
+        if fused_attention_is_faster()
+        else "explicit (layers/attention.py)",
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
     return report(times, monitor, setup, peak_device)
 

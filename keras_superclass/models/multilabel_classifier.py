@@ -12,6 +12,7 @@ from keras_superclass.metrics.token_metrics import TokenTopKPrecision
 from keras_superclass.metrics.token_metrics import TokenTopKRecall
 from keras_superclass.models.finetune.layer_decay import LayerDecayAdamW
 from keras_superclass.models.finetune.layer_decay import layer_decay_multipliers
+from keras_superclass.optimizers import AdamW
 from keras_superclass.utils.optional import import_tf_dependent
 from keras_superclass.utils.presets import build_task_from_preset
 from keras_superclass.utils.presets import load_task_preset
@@ -56,7 +57,7 @@ def reference_optimizer(
         )
     else:
         schedule = learning_rate
-    optimizer_cls = keras.optimizers.AdamW
+    optimizer_cls = AdamW
     if layer_decay is not None:
         optimizer_cls = LayerDecayAdamW
     optimizer = optimizer_cls(

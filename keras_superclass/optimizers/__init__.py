@@ -1,0 +1,1 @@
+from keras_superclass.optimizers.adamw import AdamW

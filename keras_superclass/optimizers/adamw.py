@@ -1,0 +1,88 @@
+"""Keras's AdamW, with its PyTorch update run as one fused kernel."""
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="keras_superclass")
+class AdamW(keras.optimizers.AdamW):
+    """`keras.optimizers.AdamW`, the same update, faster under PyTorch.
+
+    Under the torch backend Keras updates with `torch._foreach_*` calls
+    that allocate five temporaries per variable, and decays weights in a
+    separate pass. On the ViT-S/16 step (41M parameters, 49,408-way head)
+    that was 0.6 s of a 3.6 s CPU step, 4x the reference's optimizer. This
+    class runs the decay and the Adam update in PyTorch's fused AdamW
+    kernel, in place, with Keras's epsilon convention, so the numbers are
+    Keras's. Other backends (XLA fuses the update anyway), AMSGrad and
+    non-float32 variables keep Keras's own path.
+
+    Example:
+    >>> optimizer = AdamW(learning_rate=1e-3, weight_decay=0.1)
+    >>> variable = keras.Variable(np.ones((2, 2), "float32"))
+    >>> optimizer.apply([np.ones((2, 2), "float32")], [variable])
+    >>> round(float(keras.ops.convert_to_numpy(variable)[0, 0]), 6)
+    0.9989
+    """
+
+    def _fused(self, variables):
+        if keras.backend.backend() != "torch" or self.amsgrad:
+            return False
+        return all(v.dtype == "float32" for v in variables)
+
+    def _apply_weight_decay(self, variables):
+        if self._fused(variables):
+            return  # decayed inside the fused update
+        super()._apply_weight_decay(variables)
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        if not self._fused(trainable_variables):
+            return super()._backend_update_step(
+                grads, trainable_variables, learning_rate
+            )
+        import torch
+
+        with torch.no_grad():
+            self._fused_update(torch, grads, trainable_variables, learning_rate)
+
+    def _fused_update(self, torch, grads, variables, learning_rate):
+        # One host read of the step and rate per update (the logs read
+        # the step's results anyway).
+        step = float(keras.ops.convert_to_numpy(self.iterations)) + 1.0
+        lr = float(keras.ops.convert_to_numpy(learning_rate))
+        # Keras adds epsilon to sqrt(v) before the bias correction,
+        # PyTorch after it: scaling epsilon makes them the same update.
+        epsilon = self.epsilon / (1.0 - self.beta_2**step) ** 0.5
+        groups = {}
+        for grad, variable in zip(grads, variables):
+            index = self._get_variable_index(variable)
+            decay = (
+                self.weight_decay
+                if self.weight_decay and self._use_weight_decay(variable)
+                else 0.0
+            )
+            group = groups.setdefault(float(decay), ([], [], [], []))
+            group[0].append(variable.value)
+            grad = keras.ops.convert_to_tensor(grad, variable.dtype)
+            group[1].append(grad.contiguous())
+            group[2].append(self._momentums[index].value)
+            group[3].append(self._velocities[index].value)
+        for decay, (params, grad_list, momentums, velocities) in groups.items():
+            steps = [
+                torch.tensor(step, dtype=torch.float32, device=p.device)
+                for p in params
+            ]
+            torch._fused_adamw_(
+                params,
+                grad_list,
+                momentums,
+                velocities,
+                [],
+                steps,
+                lr=lr,
+                beta1=float(self.beta_1),
+                beta2=float(self.beta_2),
+                weight_decay=decay,
+                eps=epsilon,
+                amsgrad=False,
+                maximize=False,
+            )

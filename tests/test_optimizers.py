@@ -1,0 +1,55 @@
+"""The package's AdamW takes exactly Keras's AdamW steps."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_superclass.optimizers import AdamW
+
+
+def _run(optimizer_cls, steps=4, **kwargs):
+    rng = np.random.default_rng(0)
+    shapes = [(5, 3), (3,), (7, 2)]
+    variables = [
+        keras.Variable(rng.normal(size=s).astype("float32"), name=f"v{i}")
+        for i, s in enumerate(shapes)
+    ]
+    schedule = keras.optimizers.schedules.CosineDecay(
+        1e-2, decay_steps=10, warmup_target=None
+    )
+    optimizer = optimizer_cls(
+        learning_rate=schedule,
+        weight_decay=0.2,
+        beta_1=0.9,
+        beta_2=0.98,
+        epsilon=1e-2,  # large: the epsilon convention must match
+        **kwargs,
+    )
+    optimizer.exclude_from_weight_decay(var_list=[variables[1]])
+    grads_rng = np.random.default_rng(1)
+    for _ in range(steps):
+        grads = [
+            keras.ops.convert_to_tensor(grads_rng.normal(size=s), "float32")
+            for s in shapes
+        ]
+        optimizer.apply(grads, variables)
+    return [keras.ops.convert_to_numpy(v) for v in variables]
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"gradient_accumulation_steps": 2}])
+def test_same_weights_as_keras_adamw(kwargs):
+    # Under torch this compares the fused kernel with Keras's update,
+    # weight decay, its exclusions and the epsilon convention included.
+    got = _run(AdamW, **kwargs)
+    expected = _run(keras.optimizers.AdamW, **kwargs)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_round_trip_config():
+    optimizer = AdamW(learning_rate=1e-3, weight_decay=0.05)
+    restored = keras.optimizers.deserialize(
+        keras.optimizers.serialize(optimizer)
+    )
+    assert isinstance(restored, AdamW)
+    assert restored.weight_decay == 0.05
