@@ -1,0 +1,273 @@
+"""Times the parts of the train step that issue-16 profiling singled out.
+
+Each part is timed against its PyTorch reference in the same process,
+interleaved (ours, reference, ours, ...), on the current Keras backend:
+
+- attention: one ViT block's self-attention, forward and backward, through
+  Keras's `ops.dot_product_attention`, through this package's
+  `explicit_attention` (the path it takes on a CPU under XLA), and through
+  PyTorch's `scaled_dot_product_attention` (the reference's kernel);
+- optimizer: one AdamW update of the S/16 classifier's 41M parameters,
+  Keras's `AdamW`, this package's `AdamW` (fused under torch) and
+  `torch.optim.AdamW` as the reference configures it;
+- xla (jax only): the jitted train step compiled with XLA's default CPU
+  matmuls (YNNPACK) and with the package's default (XLA's own), steps
+  interleaved in one process.
+
+Usage:
+    KERAS_BACKEND=jax python benchmarks/step_parts.py
+    KERAS_BACKEND=torch python benchmarks/step_parts.py --parts optimizer
+    python benchmarks/step_parts.py --small   # tiny sizes: a smoke test
+"""
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import numpy as np
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--parts", default="attention,optimizer,xla")
+    parser.add_argument("--repeats", type=int, default=8)
+    parser.add_argument("--small", action="store_true")
+    return parser.parse_args()
+
+
+def interleaved(functions, repeats):
+    """Median ms of each function, timed in turns after one warm-up."""
+    for function in functions.values():
+        function()
+    times = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+    return {n: round(1e3 * statistics.median(t), 2) for n, t in times.items()}
+
+
+def block_until_ready(value):
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        jax.block_until_ready(value)
+    return value
+
+
+def attention_part(sizes, repeats):
+    import keras
+    import torch
+    from keras import ops
+
+    from keras_superclass.layers.attention import explicit_attention
+
+    batch, length, heads, head_dim = sizes
+    rng = np.random.default_rng(0)
+    packed = rng.normal(size=(batch, length, 3, heads, head_dim))
+    packed = packed.astype("float32")
+
+    def loss_of(attention):
+        return lambda qkv: ops.sum(ops.square(attention(qkv)))
+
+    def fused(qkv):
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        return ops.dot_product_attention(q, k, v)
+
+    functions = {
+        "keras_dot_product_attention": _grad_function(loss_of(fused), packed),
+        "explicit_attention": _grad_function(
+            loss_of(explicit_attention), packed
+        ),
+    }
+    if keras.backend.backend() != "torch":
+        reference = torch.from_numpy(packed).requires_grad_()
+
+        def torch_sdpa():
+            q, k, v = reference.permute(2, 0, 3, 1, 4)
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+            (out**2).sum().backward()
+
+        functions["reference_torch_sdpa"] = torch_sdpa
+    return interleaved(functions, repeats)
+
+
+def _grad_function(loss, value):
+    """Forward and backward of `loss` at `value`, compiled where it can be."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        step = jax.jit(jax.value_and_grad(loss))
+        x = jax.numpy.asarray(value)
+        return lambda: block_until_ready(step(x))
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.constant(value)
+
+        @tf.function  # as Keras runs this model's step (no XLA)
+        def step():
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                result = loss(x)
+            return tape.gradient(result, x)
+
+        return lambda: step().numpy()
+    import torch
+
+    x = torch.from_numpy(value).requires_grad_()
+
+    def step():
+        x.grad = None
+        loss(x).backward()
+
+    return step
+
+
+def optimizer_part(shapes, repeats):
+    import keras
+    import torch
+
+    from keras_superclass.optimizers import AdamW
+
+    rng = np.random.default_rng(0)
+    values = [rng.normal(size=s).astype("float32") for s in shapes]
+    grads = [rng.normal(size=s).astype("float32") * 1e-3 for s in shapes]
+    settings = dict(weight_decay=0.2, beta_1=0.9, beta_2=0.98, epsilon=1e-6)
+
+    def keras_update(optimizer_cls):
+        variables = [keras.Variable(v) for v in values]
+        tensors = [keras.ops.convert_to_tensor(g) for g in grads]
+        optimizer = optimizer_cls(learning_rate=5e-4, **settings)
+        optimizer.build(variables)
+        if keras.backend.backend() == "jax":
+            return _jax_update(optimizer, variables, tensors)
+        return lambda: optimizer.apply(tensors, variables)
+
+    parameters = [torch.nn.Parameter(torch.from_numpy(v)) for v in values]
+    for parameter, grad in zip(parameters, grads):
+        parameter.grad = torch.from_numpy(grad)
+    reference = torch.optim.AdamW(
+        parameters, lr=5e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.2
+    )
+    return interleaved(
+        {
+            "keras_adamw": keras_update(keras.optimizers.AdamW),
+            "package_adamw": keras_update(AdamW),
+            "reference_torch_adamw": reference.step,
+        },
+        repeats,
+    )
+
+
+def _jax_update(optimizer, variables, grads):
+    """The update as `model.fit` runs it under jax: one jitted function."""
+    import jax
+
+    step = jax.jit(optimizer.stateless_apply, donate_argnums=(0, 2))
+    state = {
+        "optimizer": [v.value for v in optimizer.variables],
+        "model": [v.value for v in variables],
+    }
+
+    def run():
+        state["model"], state["optimizer"] = step(
+            state["optimizer"], grads, state["model"]
+        )
+        jax.block_until_ready(state["model"])
+
+    return run
+
+
+def xla_part(small, repeats):
+    import jax
+
+    from keras_superclass.models import SuperClassClassifier
+
+    size, vocabulary, layers = (32, 1024, 2) if small else (224, 49408, 12)
+    model = SuperClassClassifier.from_preset(
+        "superclass_vit_ti16" if small else "superclass_vit_s16",
+        vocabulary_size=vocabulary,
+        preprocessor=None,
+        compile=False,
+        image_shape=(size, size, 3),
+        num_layers=layers,
+    )
+    model.compile()
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, size=(16, size, size, 3)).astype("float32")
+    ids = rng.integers(0, vocabulary, size=(16, 16)).astype("int32")
+    model.train_on_batch(images[:2], ids[:2])  # builds optimizer + metrics
+    state = (
+        [v.value for v in model.trainable_variables],
+        [v.value for v in model.non_trainable_variables],
+        [v.value for v in model.optimizer.variables],
+        [v.value for v in model.metrics_variables],
+    )
+    data = (jax.numpy.asarray(images), jax.numpy.asarray(ids))
+    lowered = jax.jit(model.train_step).lower(state, data)
+    # Options given at compile time override XLA_FLAGS for this module.
+    variants = {
+        "xla_cpu_ynnpack_matmuls": {
+            "xla_cpu_experimental_ynn_fusion_type": (
+                "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+            )
+        },
+        "xla_own_matmuls_package_default": {
+            "xla_cpu_experimental_ynn_fusion_type": ""
+        },
+    }
+    functions = {}
+    for name, options in variants.items():
+        compiled = lowered.compile(compiler_options=options)
+        functions[name] = lambda c=compiled: jax.block_until_ready(
+            c(state, data)
+        )
+    return interleaved(functions, repeats)
+
+
+def _import_torch_compiler_first():
+    # `torch.optim.AdamW()` imports torch._dynamo (and triton) on first
+    # use; doing that after TensorFlow or XLA loaded crashed the process.
+    import torch._dynamo  # noqa: F401
+
+
+def main():
+    args = parse_args()
+    _import_torch_compiler_first()
+    import keras
+
+    import keras_superclass  # noqa: F401  (sets the package's XLA default)
+
+    backend = keras.backend.backend()
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    result = {"backend": backend}
+    attention_sizes = (2, 17, 2, 8) if args.small else (16, 197, 6, 64)
+    width, vocab = (32, 1024) if args.small else (384, 49408)
+    layers = 2 if args.small else 12
+    shapes = [(width, 3 * width), (width, width)] * layers
+    shapes += [(width, 4 * width), (4 * width, width)] * layers
+    shapes += [(width, vocab), (vocab,), (width,)]
+    if "attention" in parts:
+        result["attention_fwd_bwd_ms"] = attention_part(
+            attention_sizes, args.repeats
+        )
+    if "optimizer" in parts:
+        result["adamw_update_ms"] = optimizer_part(shapes, args.repeats)
+    if "xla" in parts and backend == "jax":
+        result["jax_train_step_ms"] = xla_part(args.small, args.repeats)
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    main()

@@ -1,0 +1,44 @@
+"""The step-parts benchmark runs end to end (tiny sizes) on each backend."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_step_parts_small_runs_and_reports_every_part():
+    done = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "benchmarks", "step_parts.py"),
+            "--small",
+            "--repeats",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    attention = result["attention_fwd_bwd_ms"]
+    assert {"keras_dot_product_attention", "explicit_attention"} <= set(
+        attention
+    )
+    assert set(result["adamw_update_ms"]) == {
+        "keras_adamw",
+        "package_adamw",
+        "reference_torch_adamw",
+    }
+    if result["backend"] == "jax":
+        assert len(result["jax_train_step_ms"]) == 2
+    numbers = [
+        value
+        for part in result.values()
+        if isinstance(part, dict)
+        for value in part.values()
+    ]
+    assert all(value > 0 for value in numbers)
