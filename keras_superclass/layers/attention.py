@@ -22,8 +22,9 @@ def fused_attention_is_faster(flash_attention=None):
     kernels. On a CPU under XLA (jax, tensorflow) it lowers to batched
     einsums with per-head slicing; the explicit form below, one transpose
     to `(B, H, L, Dh)` and two plain batched matmuls, is faster. One
-    ViT-S/16 block's attention, forward and backward at batch 16: jax 56-60
-    ms instead of 78-84 ms, tensorflow (XLA) 45-48 ms instead of 50-57 ms.
+    ViT-S/16 block's attention, forward and backward at batch 16
+    (`benchmarks/step_parts.py`): jax 56-73 ms instead of 78-88 ms,
+    tensorflow 35 ms instead of 93 ms.
     """
     if flash_attention:
         return True  # the user asked for the fused kernel

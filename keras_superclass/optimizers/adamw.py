@@ -67,10 +67,12 @@ class AdamW(keras.optimizers.AdamW):
             group[2].append(self._momentums[index].value)
             group[3].append(self._velocities[index].value)
         for decay, (params, grad_list, momentums, velocities) in groups.items():
-            steps = [
-                torch.tensor(step, dtype=torch.float32, device=p.device)
-                for p in params
-            ]
+            # The kernel only reads the step: one tensor serves every
+            # variable (they share a device under Keras).
+            step_tensor = torch.tensor(
+                step, dtype=torch.float32, device=params[0].device
+            )
+            steps = [step_tensor] * len(params)
             torch._fused_adamw_(
                 params,
                 grad_list,
