@@ -150,6 +150,8 @@ def optimizer_part(shapes, repeats):
         optimizer.build(variables)
         if keras.backend.backend() == "jax":
             return _jax_update(optimizer, variables, tensors)
+        if keras.backend.backend() == "tensorflow":
+            return _tf_update(optimizer, variables, tensors)
         return lambda: optimizer.apply(tensors, variables)
 
     parameters = [torch.nn.Parameter(torch.from_numpy(v)) for v in values]
@@ -185,6 +187,17 @@ def _jax_update(optimizer, variables, grads):
         jax.block_until_ready(state["model"])
 
     return run
+
+
+def _tf_update(optimizer, variables, grads):
+    """The update as `model.fit` runs it under TensorFlow: a tf.function."""
+    import tensorflow as tf
+
+    @tf.function(autograph=False)
+    def step():
+        optimizer.apply(grads, variables)
+
+    return step
 
 
 def xla_part(small, repeats):

@@ -53,3 +53,65 @@ def test_round_trip_config():
     )
     assert isinstance(restored, AdamW)
     assert restored.weight_decay == 0.05
+
+
+def _tensorflow_graph_ops(function):
+    graph = function.get_concrete_function().graph
+    types = {op.type for op in graph.get_operations()}
+    for nested in graph._functions.values():
+        types |= {op.type for op in nested.graph.get_operations()}
+    return types
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="TensorFlow's fused kernels inside a tf.function",
+)
+def test_tensorflow_update_is_fused_and_matches_keras_in_graph():
+    import tensorflow as tf
+
+    def run(optimizer_cls):
+        variables = [keras.Variable(np.ones((4, 3), "float32") * 0.5)]
+        optimizer = optimizer_cls(
+            learning_rate=1e-2, weight_decay=0.2, epsilon=1e-2
+        )
+        optimizer.build(variables)
+        grads = [tf.constant(np.linspace(-1, 1, 12).reshape(4, 3), "float32")]
+
+        @tf.function(autograph=False)
+        def step():
+            optimizer.apply(grads, variables)
+
+        for _ in range(3):
+            step()
+        return step, keras.ops.convert_to_numpy(variables[0])
+
+    step, got = run(AdamW)
+    assert {"ResourceApplyAdam", "ResourceApplyGradientDescent"} <= (
+        _tensorflow_graph_ops(step)
+    )
+    _, expected = run(keras.optimizers.AdamW)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="tf.distribute strategies exist only under TensorFlow",
+)
+def test_tensorflow_strategy_keeps_keras_path():
+    import tensorflow as tf
+
+    def run(optimizer_cls):
+        strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+        with strategy.scope():
+            variables = [keras.Variable(np.ones((4, 3), "float32"))]
+            optimizer = optimizer_cls(learning_rate=1e-2, weight_decay=0.2)
+            optimizer.build(variables)
+        grads = [tf.constant(np.linspace(-1, 1, 12).reshape(4, 3), "float32")]
+        for _ in range(3):
+            strategy.run(optimizer.apply, args=(grads, variables))
+        return keras.ops.convert_to_numpy(variables[0])
+
+    np.testing.assert_allclose(
+        run(AdamW), run(keras.optimizers.AdamW), rtol=1e-6, atol=1e-7
+    )
