@@ -286,6 +286,11 @@ def main_parent(args):
             ),
             1,
         )
+        # The libraries alone (for ours: Keras, keras-hub and, through
+        # keras-hub, TensorFlow when it is installed).
+        out[f"{prefix}rss_after_imports_mb"] = max(
+            r["rss_after_imports_mb"] or 0 for r in results
+        )
         if results[0].get("peak_device_mb") is not None:
             out[f"{prefix}peak_device_mb"] = max(
                 r["peak_device_mb"] for r in results
@@ -312,6 +317,15 @@ def main_parent(args):
             )
             result["peak_rss_vs_reference"] = round(
                 ours["peak_rss_mb"] / reference["reference_peak_rss_mb"], 3
+            )
+            # What the model, optimizer and step hold beyond the libraries.
+            beyond = ours["peak_rss_mb"] - ours["rss_after_imports_mb"]
+            reference_beyond = (
+                reference["reference_peak_rss_mb"]
+                - reference["reference_rss_after_imports_mb"]
+            )
+            result["peak_rss_beyond_imports_vs_reference"] = round(
+                beyond / reference_beyond, 3
             )
         lines.append(result)
         print(
@@ -401,6 +415,11 @@ def _status_mb(key):
     return None
 
 
+def imports_rss_mb():
+    """Resident MiB once a side imported its libraries, before any model."""
+    return _status_mb("VmRSS:")
+
+
 def _peak_rss_mb():
     peak = _status_mb("VmHWM:")
     if peak is not None:
@@ -486,7 +505,7 @@ def _time_call(fn, sync):
     return time.perf_counter() - start
 
 
-def report(times, monitor, setup, peak_device_mb=None):
+def report(times, monitor, setup, peak_device_mb=None, imports_mb=None):
     print(
         json.dumps(
             {
@@ -495,6 +514,7 @@ def report(times, monitor, setup, peak_device_mb=None):
                 "peak_rss_mb": monitor.peak_rss_mb,
                 "peak_rss_scope": monitor.scope,
                 "rss_before_steps_mb": monitor.rss_before_mb,
+                "rss_after_imports_mb": imports_mb,
                 "peak_device_mb": peak_device_mb,
                 "others_cpu_share": monitor.others,
                 "setup": setup,

@@ -3,6 +3,7 @@
 import json
 import os
 
+from train_step import imports_rss_mb
 from train_step import make_batch
 from train_step import report
 from train_step import timed
@@ -20,6 +21,7 @@ def main_ours(args):
     from keras_superclass.layers.attention import fused_attention_is_faster
     from keras_superclass.models import SuperClassClassifier
 
+    imports_mb = imports_rss_mb()
     overrides = {"image_shape": (args.image_size, args.image_size, 3)}
     if args.num_layers:
         overrides["num_layers"] = args.num_layers
@@ -74,7 +76,7 @@ def main_ours(args):
         else "explicit (layers/attention.py)",
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
-    return report(times, monitor, setup, peak_device)
+    return report(times, monitor, setup, peak_device, imports_mb)
 
 
 def _framework_version(backend):
@@ -95,6 +97,7 @@ def main_reference(args):
             "The reference side needs open_clip_torch (`pip install "
             "open_clip_torch`), or pass --no-reference."
         ) from error
+    imports_mb = imports_rss_mb()
 
     config = _backbone_config(args)
     device = torch_device(args)
@@ -189,7 +192,7 @@ def main_reference(args):
         "torch_compile": compiled,
         "threads": torch.get_num_threads(),
     }
-    return report(times, monitor, setup, peak_device)
+    return report(times, monitor, setup, peak_device, imports_mb)
 
 
 def _backbone_config(args):

@@ -1,4 +1,4 @@
-"""The step-parts benchmark runs end to end (tiny sizes) on each backend."""
+"""The step benchmarks run end to end (tiny sizes) on each backend."""
 
 import json
 import os
@@ -42,3 +42,36 @@ def test_step_parts_small_runs_and_reports_every_part():
         for value in part.values()
     ]
     assert all(value > 0 for value in numbers)
+
+
+def test_train_step_device_check_reports_both_sides():
+    # The interleaved benchmark at tiny sizes: ours on this backend and
+    # the PyTorch reference, each in its own process, one JSON line.
+    import keras
+
+    backend = keras.backend.backend()
+    done = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "benchmarks", "train_step.py"),
+            "--device-check",
+            "--backends",
+            backend,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["backend"] == backend
+    assert result["cpu_model"] and result["cpu_cores"] >= 1
+    assert set(result["isa"]) >= {"avx2", "avx512f", "avx512_bf16"}
+    for side in ("", "reference_"):
+        assert len(result[f"{side}ms_steps"]) >= 2
+        imports = result[f"{side}rss_after_imports_mb"]
+        assert 0 < imports <= result[f"{side}peak_rss_mb"]
+    assert result["ratio_vs_reference"] > 0
+    assert result["peak_rss_beyond_imports_vs_reference"] > 0
