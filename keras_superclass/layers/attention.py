@@ -124,10 +124,13 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             qkv, (batch, length, 3, self.num_heads, self.head_dim)
         )
         if fused_attention_is_faster(self.flash_attention):
+            # One unstack, not three index ops: under torch each index's
+            # backward zero-fills and sums a full (B, L, 3, H, Dh) gradient.
+            query, key, value = ops.unstack(qkv, 3, axis=2)
             out = ops.dot_product_attention(
-                qkv[:, :, 0],
-                qkv[:, :, 1],
-                qkv[:, :, 2],
+                query,
+                key,
+                value,
                 is_causal=self.causal,
                 flash_attention=self.flash_attention,
             )
