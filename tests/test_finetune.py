@@ -153,30 +153,10 @@ def test_finetune_cli_walk_on_demo_data(tmp_path, monkeypatch, capsys):
     reason="The notebook selects its backend itself (KERAS_BACKEND in a "
     "cell, jax here); executing it once per suite run keeps CI time down.",
 )
-def test_presets_and_fine_tuning_notebook_runs(tmp_path, monkeypatch):
-    import nbclient
-    import nbformat
-
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    path = os.path.join(repo, "colab", "04_presets_and_fine_tuning.ipynb")
-    notebook = nbformat.read(path, as_version=4)
-    monkeypatch.setenv("FINETUNE_SMALL", "1")
-    monkeypatch.setenv(
-        "PYTHONPATH", repo + os.pathsep + os.environ.get("PYTHONPATH", "")
-    )
-    client = nbclient.NotebookClient(
-        notebook,
-        timeout=900,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(tmp_path)}},
-    )
-    client.execute()
-    outputs = "".join(
-        output.get("text", "")
-        for cell in notebook.cells
-        if cell.cell_type == "code"
-        for output in cell.get("outputs", [])
-    )
+def test_presets_and_fine_tuning_notebook_runs(tmp_path, run_notebook):
+    outputs = run_notebook(
+        "04_presets_and_fine_tuning.ipynb", tmp_path, FINETUNE_SMALL="1"
+    ).text
     assert "same features: True" in outputs
     assert "fine-tuned > from scratch: True" in outputs
     assert (tmp_path / "finetune_vs_scratch.png").stat().st_size > 0

@@ -11,8 +11,6 @@ import re
 import keras
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 pytestmark = pytest.mark.skipif(
     keras.config.backend() != "jax",
     reason="The notebooks select their backend themselves (jax; 02 runs "
@@ -21,45 +19,18 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def execute_notebook(name, workdir, monkeypatch):
-    """Runs `colab/<name>` in `workdir` with the small settings; returns
-    the text of its outputs."""
-    import nbclient
-    import nbformat
-
-    notebook = nbformat.read(os.path.join(REPO, "colab", name), as_version=4)
-    # The kernel (and its subprocesses) inherit these.
-    monkeypatch.setenv("QUICKSTART_SMALL", "1")
-    monkeypatch.setenv("TUTORIAL_SMALL", "1")
-    monkeypatch.setenv(
-        "PYTHONPATH", REPO + os.pathsep + os.environ.get("PYTHONPATH", "")
-    )
-    client = nbclient.NotebookClient(
-        notebook,
-        timeout=900,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(workdir)}},
-    )
-    client.execute()
-    return "".join(
-        output.get("text", "")
-        for cell in notebook.cells
-        if cell.cell_type == "code"
-        for output in cell.get("outputs", [])
-    )
+SMALL = {"QUICKSTART_SMALL": "1", "TUTORIAL_SMALL": "1"}
 
 
-def test_quickstart_notebook_runs(tmp_path, monkeypatch):
-    outputs = execute_notebook("01_quickstart.ipynb", tmp_path, monkeypatch)
+def test_quickstart_notebook_runs(tmp_path, run_notebook):
+    outputs = run_notebook("01_quickstart.ipynb", tmp_path, **SMALL).text
     assert "same features: True" in outputs
     assert "label_shape: pretrained" in outputs
     assert os.path.isdir(tmp_path / "quickstart_preset")
 
 
-def test_backend_switching_notebook_runs(tmp_path, monkeypatch):
-    outputs = execute_notebook(
-        "02_backend_switching.ipynb", tmp_path, monkeypatch
-    )
+def test_backend_switching_notebook_runs(tmp_path, run_notebook):
+    outputs = run_notebook("02_backend_switching.ipynb", tmp_path, **SMALL).text
     # The same preset gives the same logits on jax, tensorflow and torch,
     # and a preset saved by torch predicts the same on jax.
     assert "outputs equal: True" in outputs
@@ -68,8 +39,8 @@ def test_backend_switching_notebook_runs(tmp_path, monkeypatch):
         assert (tmp_path / f"trained_preset_{backend}").is_dir()
 
 
-def test_your_own_data_notebook_runs(tmp_path, monkeypatch):
-    outputs = execute_notebook("03_your_own_data.ipynb", tmp_path, monkeypatch)
+def test_your_own_data_notebook_runs(tmp_path, run_notebook):
+    outputs = run_notebook("03_your_own_data.ipynb", tmp_path, **SMALL).text
     # The three broken rows are skipped and reported by name.
     assert "skipped: 3" in outputs
     assert "broken_not_an_image.png" in outputs
@@ -81,10 +52,10 @@ def test_your_own_data_notebook_runs(tmp_path, monkeypatch):
     assert (tmp_path / "my_preset").is_dir()
 
 
-def test_catlip_notebook_runs(tmp_path, monkeypatch):
-    outputs = execute_notebook(
-        "05_catlip_and_transfer_init.ipynb", tmp_path, monkeypatch
-    )
+def test_catlip_notebook_runs(tmp_path, run_notebook):
+    outputs = run_notebook(
+        "05_catlip_and_transfer_init.ipynb", tmp_path, **SMALL
+    ).text
     # Every colour class starts from its own synset row of the CatLIP head.
     assert "matched: 6/6 classes" in outputs
     first, last = map(
@@ -99,32 +70,15 @@ def test_catlip_notebook_runs(tmp_path, monkeypatch):
     reason="The notebook runs keras.distribution on jax (its own "
     "KERAS_BACKEND cell); once per suite run keeps CI time down.",
 )
-def test_scale_out_notebook_runs_on_8_virtual_devices(tmp_path, monkeypatch):
-    import nbclient
-    import nbformat
-
-    path = os.path.join(REPO, "colab", "06_scale_out.ipynb")
-    notebook = nbformat.read(path, as_version=4)
+def test_scale_out_notebook_runs_on_8_virtual_devices(tmp_path, run_notebook):
     # The kernel is a new process: JAX there starts with 8 CPU devices.
-    monkeypatch.setenv("SCALE_OUT_SMALL", "1")
-    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
-    monkeypatch.setenv("KERAS_BACKEND", "jax")
-    monkeypatch.setenv(
-        "PYTHONPATH", REPO + os.pathsep + os.environ.get("PYTHONPATH", "")
-    )
-    client = nbclient.NotebookClient(
-        notebook,
-        timeout=900,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(tmp_path)}},
-    )
-    client.execute()
-    outputs = "".join(
-        output.get("text", "")
-        for cell in notebook.cells
-        if cell.cell_type == "code"
-        for output in cell.get("outputs", [])
-    )
+    outputs = run_notebook(
+        "06_scale_out.ipynb",
+        tmp_path,
+        SCALE_OUT_SMALL="1",
+        XLA_FLAGS="--xla_force_host_platform_device_count=8",
+        KERAS_BACKEND="jax",
+    ).text
     assert "8 devices: cpu:0" in outputs
     assert "data parallel over 8 cpu devices" in outputs
     assert "8 device(s):" in outputs

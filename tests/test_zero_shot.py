@@ -5,7 +5,6 @@ test_image_text.py.
 """
 
 import json
-import os
 
 import keras
 import numpy as np
@@ -82,32 +81,9 @@ def test_class_embeddings_average_normalised_prompts():
     reason="The notebook selects its backend itself (jax here); one "
     "execution per suite run keeps CI time down.",
 )
-def test_zero_shot_notebook_runs(tmp_path, monkeypatch):
-    import nbclient
-    import nbformat
-
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    notebook = nbformat.read(
-        os.path.join(repo, "colab", "07_zero_shot.ipynb"), as_version=4
-    )
-    monkeypatch.setenv("ZEROSHOT_SMALL", "1")
-    monkeypatch.setenv(
-        "PYTHONPATH", repo + os.pathsep + os.environ.get("PYTHONPATH", "")
-    )
-    client = nbclient.NotebookClient(
-        notebook,
-        timeout=900,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(tmp_path)}},
-    )
-    client.execute()
-    outputs = [
-        output
-        for cell in notebook.cells
-        if cell.cell_type == "code"
-        for output in cell.get("outputs", [])
-    ]
-    text = "".join(output.get("text", "") for output in outputs)
+def test_zero_shot_notebook_runs(tmp_path, run_notebook):
+    run = run_notebook("07_zero_shot.ipynb", tmp_path, ZEROSHOT_SMALL="1")
+    outputs, text = run.outputs, run.text
     assert "encoder unchanged: True" in text
     assert "label_shape: zero-shot top-1" in text
     assert "same text features: True" in text

@@ -14,7 +14,6 @@ also inside a training checkpoint `{"state_dict": ...}`):
   online-IDF buffers `cap_fq` `[1, V]` and `num_samples` `[1, 1]`.
 """
 
-import dataclasses
 import logging
 import os
 import re
@@ -24,6 +23,9 @@ from keras import ops
 
 from keras_superclass.convert.files import read_state_dict
 from keras_superclass.convert.files import to_numpy
+from keras_superclass.convert.report import ConversionReport
+from keras_superclass.convert.report import check_names
+from keras_superclass.convert.report import few_keys
 
 logger = logging.getLogger(__name__)
 
@@ -36,27 +38,6 @@ _HEAD_MLP_RE = re.compile(r"^mlps\.(\d+)\.")
 # Vision-tower entries SuperClass has no use for. `proj` is CLIP's image
 # projection (SuperClass has none; with `embed_dim=0` it is absent or empty).
 _IGNORED_TOWER_KEYS = ("proj",)
-
-
-@dataclasses.dataclass
-class ConversionReport:
-    """What `load_reference_weights` did.
-
-    Attributes:
-        loaded: checkpoint keys copied into the model.
-        ignored: checkpoint keys deliberately skipped (text tower, `proj`).
-        missing: model weights the checkpoint lacked (only with
-            `strict=False`; they keep their initialisation).
-        unexpected: checkpoint keys nothing in the model matches (only with
-            `strict=False`).
-        notes: human-readable remarks (resized position table, ...).
-    """
-
-    loaded: list = dataclasses.field(default_factory=list)
-    ignored: list = dataclasses.field(default_factory=list)
-    missing: list = dataclasses.field(default_factory=list)
-    unexpected: list = dataclasses.field(default_factory=list)
-    notes: list = dataclasses.field(default_factory=list)
 
 
 def normalize_state_dict(state_dict):
@@ -259,12 +240,6 @@ def _head_pairs(token_head):
     return pairs
 
 
-def _few(keys, n=6):
-    keys = sorted(keys)
-    shown = ", ".join(keys[:n])
-    return shown + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
-
-
 def _split_model(model):
     """`(backbone, token_head or None, idf_statistics or None)`."""
     backbone = getattr(model, "backbone", None)
@@ -346,7 +321,7 @@ def load_reference_weights(model, state_dict_or_path, strict=True):
         raise ValueError(
             "The checkpoint holds no vision tower: expected OpenCLIP names "
             "such as 'conv1.weight' or 'visual.conv1.weight'; found "
-            f"{_few(state_dict)}."
+            f"{few_keys(state_dict)}."
         )
     for key in _IGNORED_TOWER_KEYS:
         if key in tower:
@@ -404,34 +379,17 @@ def load_reference_weights(model, state_dict_or_path, strict=True):
         f"the model has {_describe_model(backbone)}. Build the model with "
         f"the checkpoint's size."
     )
-    if missing or unexpected:
-        message = []
-        if missing:
-            message.append(
-                f"{len(missing)} model weights are missing from the "
-                f"checkpoint: {_few(missing)}."
-            )
-        if unexpected:
-            message.append(
-                f"{len(unexpected)} checkpoint entries match nothing in "
-                f"the model: {_few(unexpected)}."
-            )
-        only_head_missing = not unexpected and all(
-            m.startswith(_HEAD_PREFIX) or m in _BUFFERS for m in missing
+    only_head_missing = not unexpected and all(
+        m.startswith(_HEAD_PREFIX) or m in _BUFFERS for m in missing
+    )
+    advice = hint
+    if missing and only_head_missing:
+        advice = (
+            "The checkpoint has no SuperClass head (an OpenCLIP tower or "
+            "CLIP model); pass strict=False (CLI: --no-strict) to load "
+            "the tower and keep the head's initialisation."
         )
-        if only_head_missing:
-            message.append(
-                "The checkpoint has no SuperClass head (an OpenCLIP tower or "
-                "CLIP model); pass strict=False (CLI: --no-strict) to load "
-                "the tower and keep the head's initialisation."
-            )
-        else:
-            message.append(hint)
-        if strict:
-            raise ValueError(" ".join(message))
-        report.missing = sorted(missing)
-        report.unexpected = sorted(unexpected)
-        report.notes.append(" ".join(message))
+    check_names(report, missing, unexpected, advice, strict)
 
     # Convert and check every shape before writing anything.
     updates = []

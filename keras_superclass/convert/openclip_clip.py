@@ -20,9 +20,7 @@ import re
 
 import numpy as np
 
-from keras_superclass.convert.openclip import ConversionReport
 from keras_superclass.convert.openclip import _blocks_pairs
-from keras_superclass.convert.openclip import _few
 from keras_superclass.convert.openclip import _identity
 from keras_superclass.convert.openclip import _layer_norm_pairs
 from keras_superclass.convert.openclip import _linear
@@ -31,6 +29,9 @@ from keras_superclass.convert.openclip import _square_grid
 from keras_superclass.convert.openclip import _tower_pairs
 from keras_superclass.convert.openclip import describe_tower
 from keras_superclass.convert.openclip import normalize_state_dict
+from keras_superclass.convert.report import ConversionReport
+from keras_superclass.convert.report import check_names
+from keras_superclass.convert.report import few_keys
 
 _VISUAL = "visual."
 _TEXT = "text."
@@ -44,7 +45,7 @@ def split_clip_state_dict(state_dict):
     if "visual.conv1.weight" not in state_dict:
         raise ValueError(
             "Not an OpenCLIP CLIP checkpoint: 'visual.conv1.weight' is "
-            f"missing (found {_few(state_dict)}). Only ViT image towers "
+            f"missing (found {few_keys(state_dict)}). Only ViT image towers "
             "with OpenCLIP's names load into ImageTextModel."
         )
     text_prefix = (
@@ -201,23 +202,7 @@ def load_clip_weights(model, state_dict_or_path, strict=True):
         f"{_count_blocks(text)} text layers; build the model with the "
         f"checkpoint's architecture (image_text_model_from_openclip)."
     )
-    if missing or unexpected:
-        message = []
-        if missing:
-            message.append(
-                f"{len(missing)} model weights are missing from the "
-                f"checkpoint: {_few(missing)}."
-            )
-        if unexpected:
-            message.append(
-                f"{len(unexpected)} checkpoint entries match nothing in "
-                f"the model: {_few(unexpected)}."
-            )
-        message.append(hint)
-        if strict:
-            raise ValueError(" ".join(message))
-        report.missing, report.unexpected = sorted(missing), sorted(unexpected)
-        report.notes.append(" ".join(message))
+    check_names(report, missing, unexpected, hint, strict)
 
     updates = []
     for key, variable, transform in pairs:
