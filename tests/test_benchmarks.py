@@ -8,22 +8,21 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_step_parts_small_runs_and_reports_every_part():
+def run_benchmark(script, *args):
+    """Runs `benchmarks/<script>` with `args`; returns its last JSON line."""
     done = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "benchmarks", "step_parts.py"),
-            "--small",
-            "--repeats",
-            "2",
-        ],
+        [sys.executable, os.path.join(ROOT, "benchmarks", script), *args],
         capture_output=True,
         text=True,
         env=dict(os.environ, PYTHONPATH=ROOT),
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_step_parts_small_runs_and_reports_every_part():
+    result = run_benchmark("step_parts.py", "--small", "--repeats", "2")
     attention = result["attention_fwd_bwd_ms"]
     assert {"keras_dot_product_attention", "explicit_attention"} <= set(
         attention
@@ -50,22 +49,9 @@ def test_train_step_device_check_reports_both_sides():
     import keras
 
     backend = keras.backend.backend()
-    done = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "benchmarks", "train_step.py"),
-            "--device-check",
-            "--backends",
-            backend,
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=ROOT),
-        timeout=600,
+    result = run_benchmark(
+        "train_step.py", "--device-check", "--backends", backend, "--json"
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["backend"] == backend
     assert result["cpu_model"] and result["cpu_cores"] >= 1
     assert set(result["isa"]) >= {"avx2", "avx512f", "avx512_bf16"}

@@ -27,7 +27,7 @@ class AdamW(keras.optimizers.AdamW):
     0.9989
     """
 
-    def _fused(self, variables):
+    def _fused_torch(self, variables):
         if keras.backend.backend() != "torch" or self.amsgrad:
             return False
         return all(v.dtype == "float32" for v in variables)
@@ -44,7 +44,7 @@ class AdamW(keras.optimizers.AdamW):
         return all(v.dtype == "float32" for v in variables)
 
     def _apply_weight_decay(self, variables):
-        if self._fused(variables):
+        if self._fused_torch(variables):
             return  # decayed inside the fused update
         if self.weight_decay and self._fused_tf(variables):
             import tensorflow as tf
@@ -85,7 +85,7 @@ class AdamW(keras.optimizers.AdamW):
         )
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        if not self._fused(trainable_variables):
+        if not self._fused_torch(trainable_variables):
             return super()._backend_update_step(
                 grads, trainable_variables, learning_rate
             )
