@@ -3,11 +3,11 @@
 import json
 import os
 
-from train_step import imports_rss_mb
-from train_step import make_batch
-from train_step import report
-from train_step import timed
-from train_step import torch_device
+from step_measure import imports_rss_mb
+from step_measure import make_batch
+from step_measure import report
+from step_measure import timed
+from step_measure import torch_device
 
 
 def main_ours(args):

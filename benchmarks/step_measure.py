@@ -1,0 +1,192 @@
+"""What each timed child process of `train_step.py` measures.
+
+Every side (the matmul ceiling, ours, the reference) runs in its own
+process and imports its one framework; these helpers time its steps, watch
+its CPU share and resident memory, and print one JSON line for the parent.
+"""
+
+import json
+import os
+import time
+
+# Dense datasheet peaks (FLOP/s) of GPUs, by a substring of their name.
+GPU_PEAKS = {
+    "H200": {"float32": 67e12, "bfloat16": 989e12},
+    "H100": {"float32": 67e12, "bfloat16": 989e12},
+    "A100": {"float32": 19.5e12, "bfloat16": 312e12},
+}
+
+
+def make_batch(batch_size, image_size, vocabulary_size, seed=0):
+    """Images and padded token ids `(B, 77)` (pad -1, 8-31 tokens each)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    images = rng.standard_normal(
+        (batch_size, image_size, image_size, 3), dtype="float32"
+    )
+    ids = np.full((batch_size, 77), -1, dtype="int32")
+    for i in range(batch_size):
+        n = int(rng.integers(8, 32))
+        ids[i, :n] = rng.integers(0, vocabulary_size, size=n)
+    return images, ids
+
+
+class StepMonitor:
+    """Peak RSS of the timed steps and the CPU share others used."""
+
+    def __enter__(self):
+        try:  # Linux: "5" resets the peak resident set size (VmHWM).
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.scope = "timed steps"
+        except OSError:
+            self.scope = "process"
+        self.rss_before_mb = _status_mb("VmRSS:")
+        self.busy, self.own = _cpu_busy(), _own_cpu()
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        wall = time.perf_counter() - self.start
+        busy, own = _cpu_busy() - self.busy, _own_cpu() - self.own
+        cores = os.cpu_count() or 1
+        self.others = max(0.0, (busy - own) / (wall * cores)) if busy else 0.0
+        self.peak_rss_mb = _peak_rss_mb()
+
+
+def _cpu_busy():
+    """Seconds all CPUs spent busy since boot (0 if unknown)."""
+    try:
+        with open("/proc/stat", encoding="utf-8") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu():
+    times = os.times()
+    return times.user + times.system
+
+
+def _status_mb(key):
+    """A `/proc/self/status` memory field in MiB (None if unknown)."""
+    try:
+        with open("/proc/self/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith(key):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def imports_rss_mb():
+    """Resident MiB once a side imported its libraries, before any model."""
+    return _status_mb("VmRSS:")
+
+
+def _peak_rss_mb():
+    peak = _status_mb("VmHWM:")
+    if peak is not None:
+        return peak
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def timed(step, sync, args):
+    """Warm-up, then `args.steps` timed steps inside a `StepMonitor`."""
+    for _ in range(args.warmup):
+        step()
+    sync()
+    times, cpu = [], []
+    with StepMonitor() as monitor:
+        for _ in range(args.steps):
+            start, start_cpu = time.perf_counter(), _own_cpu()
+            step()
+            sync()
+            times.append(time.perf_counter() - start)
+            cpu.append(_own_cpu() - start_cpu)
+    monitor.cpu_times = cpu
+    return times, monitor
+
+
+def torch_device(args):
+    import torch
+
+    if args.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return args.device
+
+
+def main_matmul(args):
+    """Matmul ceilings (float32, bfloat16) and the peak used for MFU."""
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is None:
+        import numpy as np
+
+        size = args.matmul_size or 4096
+        a = np.random.default_rng(0).standard_normal((size, size), "float32")
+        best = min(_time_call(lambda: a @ a, lambda: None) for _ in range(3))
+        flops = {"float32": 2.0 * size**3 / best}
+        name = "cpu"
+    else:
+        device = torch_device(args)
+        size = args.matmul_size or (8192 if device == "cuda" else 4096)
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        flops = {}
+        for dtype in ("float32", "bfloat16"):
+            a = torch.randn(size, size, device=device).to(getattr(torch, dtype))
+            torch.matmul(a, a)
+            calls = [_time_call(lambda a=a: a @ a, sync) for _ in range(3)]
+            best = min(calls)
+            flops[dtype] = 2.0 * size**3 / best
+        name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    peak, source = dict(flops), "measured matmul"
+    for key, table in GPU_PEAKS.items():
+        if key in name:
+            peak, source = dict(table), f"datasheet ({key}, dense)"
+    peak.setdefault("bfloat16", peak["float32"])
+    print(
+        json.dumps(
+            {
+                "device_name": name,
+                "gflops": {k: round(v / 1e9, 1) for k, v in flops.items()},
+                "peak_flops": peak,
+                "peak_source": source,
+            }
+        )
+    )
+    return 0
+
+
+def _time_call(fn, sync):
+    start = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - start
+
+
+def report(times, monitor, setup, peak_device_mb=None, imports_mb=None):
+    print(
+        json.dumps(
+            {
+                "times": times,
+                "cpu_times": monitor.cpu_times,
+                "peak_rss_mb": monitor.peak_rss_mb,
+                "peak_rss_scope": monitor.scope,
+                "rss_before_steps_mb": monitor.rss_before_mb,
+                "rss_after_imports_mb": imports_mb,
+                "peak_device_mb": peak_device_mb,
+                "others_cpu_share": monitor.others,
+                "setup": setup,
+            }
+        )
+    )
+    return 0
