@@ -10,6 +10,11 @@ interleaved (ours, reference, ours, ...), on the current Keras backend:
 - optimizer: one AdamW update of the S/16 classifier's 41M parameters,
   Keras's `AdamW`, this package's `AdamW` (fused under torch) and
   `torch.optim.AdamW` as the reference configures it;
+- mlp: one ViT block's MLP (`x @ w1 + b1 -> exact GELU -> @ w2 + b2`),
+  forward and backward with every gradient, on the current backend and in
+  PyTorch, and the same six matmuls alone: says how much of a backend's
+  block time is its matmul library (`mlp_matmul_gflops`) and how much the
+  elementwise work around it;
 - xla (jax only): the jitted train step compiled with XLA's default CPU
   matmuls (YNNPACK) and with the package's default (XLA's own), steps
   interleaved in one process.
@@ -17,6 +22,7 @@ interleaved (ours, reference, ours, ...), on the current Keras backend:
 Usage:
     KERAS_BACKEND=jax python benchmarks/step_parts.py
     KERAS_BACKEND=torch python benchmarks/step_parts.py --parts optimizer
+    KERAS_BACKEND=jax python benchmarks/step_parts.py --parts mlp
     python benchmarks/step_parts.py --small   # tiny sizes: a smoke test
 """
 
@@ -31,7 +37,7 @@ import numpy as np
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--parts", default="attention,optimizer,xla")
+    parser.add_argument("--parts", default="attention,optimizer,mlp,xla")
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--small", action="store_true")
     return parser.parse_args()
@@ -97,39 +103,108 @@ def attention_part(sizes, repeats):
     return interleaved(functions, repeats)
 
 
-def _grad_function(loss, value):
-    """Forward and backward of `loss` at `value`, compiled where it can be."""
+def _grad_function(loss, *values):
+    """Forward and backward of `loss` at `values` (every gradient),
+    compiled where it can be."""
     import keras
 
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
 
-        step = jax.jit(jax.value_and_grad(loss))
-        x = jax.numpy.asarray(value)
-        return lambda: block_until_ready(step(x))
+        arguments = [jax.numpy.asarray(v) for v in values]
+        step = jax.jit(
+            jax.value_and_grad(loss, argnums=tuple(range(len(values))))
+        )
+        return lambda: block_until_ready(step(*arguments))
     if backend == "tensorflow":
         import tensorflow as tf
 
-        x = tf.constant(value)
+        arguments = [tf.constant(v) for v in values]
 
         @tf.function  # as Keras runs this model's step (no XLA)
         def step():
             with tf.GradientTape() as tape:
-                tape.watch(x)
-                result = loss(x)
-            return tape.gradient(result, x)
+                tape.watch(arguments)
+                result = loss(*arguments)
+            return tape.gradient(result, arguments)
 
-        return lambda: step().numpy()
+        # Unused arguments get no gradient (None).
+        return lambda: [g.numpy() for g in step() if g is not None]
     import torch
 
-    x = torch.from_numpy(value).requires_grad_()
+    arguments = [torch.from_numpy(v).requires_grad_() for v in values]
 
     def step():
-        x.grad = None
-        loss(x).backward()
+        for argument in arguments:
+            argument.grad = None
+        loss(*arguments).backward()
 
     return step
+
+
+def mlp_part(sizes, repeats):
+    import keras
+    import torch
+    from keras import ops
+
+    from keras_superclass.models.superclass.superclass_layers import (
+        mlp_activation,
+    )
+
+    rows, width, hidden = sizes
+    rng = np.random.default_rng(0)
+    values = [
+        rng.normal(size=shape).astype("float32") * scale
+        for shape, scale in (
+            ((rows, width), 1.0),
+            ((width, hidden), width**-0.5),
+            ((hidden,), 0.02),
+            ((hidden, width), hidden**-0.5),
+            ((width,), 0.02),
+        )
+    ]
+
+    def block_mlp(x, w1, b1, w2, b2):  # as TransformerBlock runs it
+        h = mlp_activation(ops.matmul(x, w1) + b1, "gelu")
+        return ops.sum(ops.square(ops.matmul(h, w2) + b2))
+
+    def matmuls(x, w1, b1, w2, b2):
+        return ops.sum(ops.square(ops.matmul(ops.matmul(x, w1), w2)))
+
+    functions = {
+        "block_mlp": _grad_function(block_mlp, *values),
+        "matmuls_only": _grad_function(matmuls, *values),
+    }
+    if keras.backend.backend() != "torch":
+        tensors = [torch.from_numpy(v).requires_grad_() for v in values]
+        functional = torch.nn.functional
+
+        def torch_step(with_activation):
+            def step():
+                x, w1, b1, w2, b2 = tensors
+                for tensor in tensors:
+                    tensor.grad = None
+                if with_activation:
+                    h = functional.gelu(torch.addmm(b1, x, w1))
+                    out = torch.addmm(b2, h, w2)
+                else:
+                    out = x @ w1 @ w2
+                (out**2).sum().backward()
+
+            return step
+
+        functions["reference_torch_block_mlp"] = torch_step(True)
+        functions["reference_torch_matmuls_only"] = torch_step(False)
+    times = interleaved(functions, repeats)
+    # Forward: x @ w1, h @ w2; backward: two input and two kernel grads.
+    gflop = 6 * 2 * rows * width * hidden / 1e9
+    gflops = {
+        name: round(gflop / (ms / 1e3), 1)
+        for name, ms in times.items()
+        if name.endswith("matmuls_only")
+    }
+    return times, gflops
 
 
 def optimizer_part(shapes, repeats):
@@ -275,6 +350,12 @@ def main():
         )
     if "optimizer" in parts:
         result["adamw_update_ms"] = optimizer_part(shapes, args.repeats)
+    if "mlp" in parts:
+        # S/16 at 224 px, batch 16: 16 x 197 token rows.
+        mlp_sizes = (34, 32, 128) if args.small else (16 * 197, 384, 1536)
+        mlp_ms, mlp_gflops = mlp_part(mlp_sizes, args.repeats)
+        result["mlp_fwd_bwd_ms"] = mlp_ms
+        result["mlp_matmul_gflops"] = mlp_gflops
     if "xla" in parts and backend == "jax":
         result["jax_train_step_ms"] = xla_part(args.small, args.repeats)
     print(json.dumps(result))

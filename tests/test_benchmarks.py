@@ -32,6 +32,10 @@ def test_step_parts_small_runs_and_reports_every_part():
         "package_adamw",
         "reference_torch_adamw",
     }
+    assert {"block_mlp", "matmuls_only"} <= set(result["mlp_fwd_bwd_ms"])
+    assert "matmuls_only" in result["mlp_matmul_gflops"]
+    if result["backend"] != "torch":
+        assert "reference_torch_block_mlp" in result["mlp_fwd_bwd_ms"]
     if result["backend"] == "jax":
         assert len(result["jax_train_step_ms"]) == 2
     numbers = [
