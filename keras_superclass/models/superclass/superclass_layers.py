@@ -5,6 +5,8 @@ from keras import ops
 
 from keras_superclass.layers.attention import MultiHeadSelfAttention
 from keras_superclass.layers.attention import tokens_as_rows
+from keras_superclass.layers.fused_elementwise import LayerNormalization
+from keras_superclass.layers.fused_elementwise import gelu
 from keras_superclass.layers.token_head import torch_linear_bias_initializer
 from keras_superclass.layers.token_head import torch_linear_kernel_initializer
 
@@ -21,7 +23,7 @@ def mlp_activation(x, name):
     """Exact GELU, or OpenAI CLIP's QuickGELU `x * sigmoid(1.702 x)`."""
     if name == "quick_gelu":
         return x * ops.sigmoid(1.702 * x)
-    return ops.gelu(x, approximate=False)
+    return gelu(x)
 
 
 @keras.saving.register_keras_serializable(package="keras_superclass")
@@ -238,9 +240,7 @@ class TransformerBlock(keras.layers.Layer):
     def build(self, input_shape):
         policy = self.dtype_policy
         eps = self.layer_norm_epsilon
-        self.ln_1 = keras.layers.LayerNormalization(
-            epsilon=eps, dtype=policy, name="ln_1"
-        )
+        self.ln_1 = LayerNormalization(epsilon=eps, dtype=policy, name="ln_1")
         self.ln_1.build(input_shape)
         self.attn = MultiHeadSelfAttention(
             self.hidden_dim,
@@ -251,9 +251,7 @@ class TransformerBlock(keras.layers.Layer):
             name="attn",
         )
         self.attn.build(input_shape)
-        self.ln_2 = keras.layers.LayerNormalization(
-            epsilon=eps, dtype=policy, name="ln_2"
-        )
+        self.ln_2 = LayerNormalization(epsilon=eps, dtype=policy, name="ln_2")
         self.ln_2.build(input_shape)
         self.c_fc = keras.layers.Dense(
             self.mlp_dim,

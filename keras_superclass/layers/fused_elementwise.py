@@ -1,0 +1,145 @@
+"""Exact GELU and LayerNorm, fused by XLA where TensorFlow runs without it.
+
+Keras runs the TensorFlow train step without XLA on a CPU (`jit_compile`
+"auto"), so every elementwise op of GELU and LayerNorm, and of their
+autodiff gradients, is its own pass over memory: a dozen kernels over each
+`(B, L, 4D)` MLP activation. Under TensorFlow these two functions run as
+small `jit_compile=True` functions with hand-written gradients (one XLA
+fusion forward, one backward), while the matmuls around them stay with
+oneDNN (`benchmarks/README.md`: one S/16 block's MLP, 135-141 -> 113-116
+ms). This is a TensorFlow-only path; jax compiles the whole step with XLA
+and torch has fused kernels, so both run Keras's own ops.
+"""
+
+import functools
+import math
+import types
+
+import keras
+from keras import ops
+
+_SQRT_HALF = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def _tensorflow():
+    return keras.backend.backend() == "tensorflow"
+
+
+def gelu(x):
+    """Exact (erf) GELU, `x * Phi(x)`, as `ops.gelu(x, approximate=False)`.
+
+    Example:
+    >>> float(gelu(np.array([1.0], "float32"))[0])  # doctest: +ELLIPSIS
+    0.841...
+    """
+    if _tensorflow():
+        return _tf_kernels().gelu(x)
+    return ops.gelu(x, approximate=False)
+
+
+@keras.saving.register_keras_serializable(package="keras_superclass")
+class LayerNormalization(keras.layers.LayerNormalization):
+    """`keras.layers.LayerNormalization` with an XLA-fused TensorFlow path.
+
+    Same weights, config and results (to float32 rounding); under
+    TensorFlow, normalising the last axis with scale and center runs as one
+    XLA fusion forward and one backward.
+
+    Example:
+    >>> layer = LayerNormalization(epsilon=1e-5)
+    >>> y = layer(np.array([[1.0, 2.0, 3.0]], "float32"))
+    >>> [round(float(v), 4) for v in y[0]]
+    [-1.2247, 0.0, 1.2247]
+    """
+
+    def call(self, inputs):
+        rank = len(inputs.shape)
+        axes = self.axis if isinstance(self.axis, list) else [self.axis]
+        last_axis_only = [axis % rank for axis in axes] == [rank - 1]
+        if not (
+            _tensorflow()
+            and last_axis_only
+            and self.scale
+            and self.center
+            and not self.rms_scaling
+        ):
+            return super().call(inputs)
+        outputs = _tf_kernels().layer_norm(
+            inputs, self.gamma.value, self.beta.value, self.epsilon
+        )
+        return ops.cast(outputs, self.compute_dtype)
+
+
+@functools.cache
+def _tf_kernels():
+    """The TensorFlow functions, built once TensorFlow is the backend."""
+    import tensorflow as tf
+
+    # Each computes in float32 and returns its inputs' dtypes, as Keras's
+    # LayerNorm does under mixed precision.
+    @tf.function(jit_compile=True, autograph=False)
+    def gelu_forward(x):
+        x32 = tf.cast(x, tf.float32)
+        cdf = 0.5 * (1.0 + tf.math.erf(x32 * _SQRT_HALF))
+        return tf.cast(x32 * cdf, x.dtype)
+
+    @tf.function(jit_compile=True, autograph=False)
+    def gelu_backward(x, dy):
+        x32 = tf.cast(x, tf.float32)
+        cdf = 0.5 * (1.0 + tf.math.erf(x32 * _SQRT_HALF))
+        pdf = tf.exp(-0.5 * tf.square(x32)) * _INV_SQRT_2PI
+        return tf.cast(tf.cast(dy, tf.float32) * (cdf + x32 * pdf), x.dtype)
+
+    @tf.custom_gradient
+    def fused_gelu(x):
+        return gelu_forward(x), lambda dy: gelu_backward(x, dy)
+
+    def normalized(x, epsilon):
+        x32 = tf.cast(x, tf.float32)
+        centered = x32 - tf.reduce_mean(x32, axis=-1, keepdims=True)
+        variance = tf.reduce_mean(tf.square(centered), axis=-1, keepdims=True)
+        inverse_std = tf.math.rsqrt(variance + epsilon)
+        return centered * inverse_std, inverse_std
+
+    @tf.function(jit_compile=True, autograph=False)
+    def norm_forward(x, gamma, beta, epsilon):
+        x_hat, _ = normalized(x, epsilon)
+        gamma32, beta32 = tf.cast(gamma, tf.float32), tf.cast(beta, tf.float32)
+        return tf.cast(x_hat * gamma32 + beta32, x.dtype)
+
+    @tf.function(jit_compile=True, autograph=False)
+    def norm_backward(x, gamma, epsilon, dy):
+        # Recomputes the statistics rather than keeping them for backward.
+        x_hat, inverse_std = normalized(x, epsilon)
+        dy32 = tf.cast(dy, tf.float32)
+        g = dy32 * tf.cast(gamma, tf.float32)
+        dx = inverse_std * (
+            g
+            - tf.reduce_mean(g, axis=-1, keepdims=True)
+            - x_hat * tf.reduce_mean(g * x_hat, axis=-1, keepdims=True)
+        )
+        rows = list(range(len(dy.shape) - 1))
+        dgamma = tf.reduce_sum(dy32 * x_hat, axis=rows)
+        dbeta = tf.reduce_sum(dy32, axis=rows)
+        return (
+            tf.cast(dx, x.dtype),
+            tf.cast(dgamma, gamma.dtype),
+            tf.cast(dbeta, gamma.dtype),
+        )
+
+    def layer_norm(x, gamma, beta, epsilon):
+        epsilon = tf.constant(epsilon, tf.float32)
+        # Read the variables here: inside, the gradient is for tensors.
+        gamma, beta = tf.identity(gamma), tf.identity(beta)
+
+        @tf.custom_gradient
+        def fused(x, gamma, beta):
+            def grad(dy):
+                return norm_backward(x, gamma, epsilon, dy)
+
+            return norm_forward(x, gamma, beta, epsilon), grad
+
+        return fused(x, gamma, beta)
+
+    return types.SimpleNamespace(gelu=fused_gelu, layer_norm=layer_norm)

@@ -1,0 +1,168 @@
+"""The package's GELU and LayerNorm against Keras's, values and gradients.
+
+Under TensorFlow they run XLA-fused with hand-written gradients; on every
+backend they must equal `ops.gelu(approximate=False)` and
+`keras.layers.LayerNormalization`.
+"""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_superclass.layers.fused_elementwise import LayerNormalization
+from keras_superclass.layers.fused_elementwise import gelu
+from keras_superclass.models.superclass.superclass_layers import (
+    TransformerBlock,
+)
+
+BACKEND = keras.backend.backend()
+
+
+def _value_and_grads(function, inputs):
+    """`function(*inputs)` and the gradients of a weighted sum of it."""
+    weights = np.random.default_rng(1).normal(size=(7, 16)).astype("float32")
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        tensors = [tf.convert_to_tensor(x) for x in inputs]
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            out = function(*tensors)
+            loss = tf.reduce_sum(tf.cast(out, "float32") * weights)
+        grads = tape.gradient(loss, tensors)
+    elif BACKEND == "jax":
+        import jax
+
+        def loss_of(*xs):
+            out = function(*xs)
+            return ops.sum(ops.cast(out, "float32") * weights), out
+
+        (_, out), grads = jax.value_and_grad(
+            loss_of, argnums=tuple(range(len(inputs))), has_aux=True
+        )(*inputs)
+    else:
+        import torch
+
+        tensors = [torch.tensor(x, requires_grad=True) for x in inputs]
+        out = function(*tensors)
+        (out.float() * torch.from_numpy(weights)).sum().backward()
+        grads = [t.grad for t in tensors]
+    return _numpy(out), [_numpy(g) for g in grads]
+
+
+def _numpy(x):
+    return np.asarray(ops.convert_to_numpy(ops.cast(x, "float32")))
+
+
+def test_gelu_equals_keras_exact_gelu_with_its_gradient():
+    x = np.random.default_rng(0).normal(size=(7, 16)).astype("float32") * 3
+    ours, (our_grad,) = _value_and_grads(gelu, [x])
+    keras_gelu = lambda t: ops.gelu(t, approximate=False)  # noqa: E731
+    reference, (reference_grad,) = _value_and_grads(keras_gelu, [x])
+    np.testing.assert_allclose(ours, reference, atol=2e-6)
+    np.testing.assert_allclose(our_grad, reference_grad, atol=5e-6)
+
+
+def _layer_pair(policy="float32", **kwargs):
+    rng = np.random.default_rng(2)
+    layers = (
+        LayerNormalization(epsilon=1e-5, dtype=policy, **kwargs),
+        keras.layers.LayerNormalization(epsilon=1e-5, dtype=policy, **kwargs),
+    )
+    gamma = rng.normal(size=16).astype("float32")
+    beta = rng.normal(size=16).astype("float32")
+    for layer in layers:
+        layer.build((7, 16))
+        layer.gamma.assign(gamma)
+        layer.beta.assign(beta)
+    return layers
+
+
+def _norm_with_weights(layer):
+    """LayerNorm as a function of (x, gamma, beta) for the gradients."""
+
+    def function(x, gamma, beta):
+        outputs, _ = layer.stateless_call([gamma, beta], [], x)
+        return outputs
+
+    return function
+
+
+def test_layer_norm_equals_keras_with_gradients_for_weights():
+    ours, keras_norm = _layer_pair()
+    x = np.random.default_rng(0).normal(size=(7, 16)).astype("float32") * 2
+    weights = [_numpy(ours.gamma), _numpy(ours.beta)]
+    out, grads = _value_and_grads(_norm_with_weights(ours), [x, *weights])
+    ref, ref_grads = _value_and_grads(
+        _norm_with_weights(keras_norm), [x, *weights]
+    )
+    np.testing.assert_allclose(out, ref, atol=2e-6)
+    for grad, ref_grad in zip(grads, ref_grads):
+        np.testing.assert_allclose(grad, ref_grad, rtol=1e-5, atol=2e-5)
+
+
+def test_layer_norm_equals_keras_on_every_backend_and_rank():
+    ours, keras_norm = _layer_pair()
+    x = np.random.default_rng(0).normal(size=(2, 5, 16)).astype("float32")
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(ours(x)),
+        ops.convert_to_numpy(keras_norm(x)),
+        atol=2e-6,
+    )
+
+
+def test_mixed_bfloat16_keeps_the_compute_dtype():
+    ours, keras_norm = _layer_pair("mixed_bfloat16")
+    x = np.random.default_rng(0).normal(size=(7, 16)).astype("float32")
+    x = ops.cast(x, "bfloat16")
+    out = ours(x)
+    assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(ops.cast(out, "float32")),
+        ops.convert_to_numpy(ops.cast(keras_norm(x), "float32")),
+        atol=2e-2,
+    )
+    activated = gelu(x)
+    assert keras.backend.standardize_dtype(activated.dtype) == "bfloat16"
+
+
+def test_layer_norm_config_round_trips_and_blocks_use_it():
+    layer = LayerNormalization(epsilon=1e-6)
+    restored = LayerNormalization.from_config(layer.get_config())
+    assert restored.epsilon == 1e-6
+    block = TransformerBlock(16, 2, 32)
+    block.build((1, 5, 16))
+    assert isinstance(block.ln_1, LayerNormalization)
+    assert isinstance(block.ln_2, LayerNormalization)
+
+
+@pytest.mark.skipif(
+    BACKEND != "tensorflow",
+    reason="the XLA-fused path is TensorFlow's; jax and torch run Keras's",
+)
+def test_tensorflow_runs_both_directions_as_xla_functions():
+    # Without XLA each elementwise op would be its own kernel: the traced
+    # step must call jit-compiled functions forward and backward.
+    import tensorflow as tf
+
+    layer, _ = _layer_pair()
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(gelu(layer(x)))
+        return tape.gradient(loss, [x, layer.gamma.value])
+
+    graph = step.get_concrete_function(tf.TensorSpec((7, 16), tf.float32)).graph
+    library = graph.as_graph_def().library.function
+    compiled = {
+        f.signature.name
+        for f in library
+        if f.attr.get("_XlaMustCompile") and f.attr["_XlaMustCompile"].b
+    }
+    names = " ".join(sorted(compiled))
+    for part in ("gelu_forward", "gelu_backward", "norm_forward"):
+        assert part in names, names
+    assert "norm_backward" in names, names
