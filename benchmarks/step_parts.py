@@ -92,14 +92,15 @@ def attention_part(sizes, repeats):
         ),
     }
     if keras.backend.backend() != "torch":
-        reference = torch.from_numpy(packed).requires_grad_()
 
-        def torch_sdpa():
-            q, k, v = reference.permute(2, 0, 3, 1, 4)
+        def torch_sdpa(qkv):
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)
             out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
-            (out**2).sum().backward()
+            return (out**2).sum()
 
-        functions["reference_torch_sdpa"] = torch_sdpa
+        functions["reference_torch_sdpa"] = _torch_grad_function(
+            torch_sdpa, packed
+        )
     return interleaved(functions, repeats)
 
 
@@ -131,6 +132,11 @@ def _grad_function(loss, *values):
 
         # Unused arguments get no gradient (None).
         return lambda: [g.numpy() for g in step() if g is not None]
+    return _torch_grad_function(loss, *values)
+
+
+def _torch_grad_function(loss, *values):
+    """Forward and backward of a PyTorch `loss` at `values`."""
     import torch
 
     arguments = [torch.from_numpy(v).requires_grad_() for v in values]
@@ -177,25 +183,20 @@ def mlp_part(sizes, repeats):
         "matmuls_only": _grad_function(matmuls, *values),
     }
     if keras.backend.backend() != "torch":
-        tensors = [torch.from_numpy(v).requires_grad_() for v in values]
-        functional = torch.nn.functional
 
-        def torch_step(with_activation):
-            def step():
-                x, w1, b1, w2, b2 = tensors
-                for tensor in tensors:
-                    tensor.grad = None
-                if with_activation:
-                    h = functional.gelu(torch.addmm(b1, x, w1))
-                    out = torch.addmm(b2, h, w2)
-                else:
-                    out = x @ w1 @ w2
-                (out**2).sum().backward()
+        def torch_block_mlp(x, w1, b1, w2, b2):
+            h = torch.nn.functional.gelu(torch.addmm(b1, x, w1))
+            return (torch.addmm(b2, h, w2) ** 2).sum()
 
-            return step
+        def torch_matmuls(x, w1, b1, w2, b2):
+            return ((x @ w1 @ w2) ** 2).sum()
 
-        functions["reference_torch_block_mlp"] = torch_step(True)
-        functions["reference_torch_matmuls_only"] = torch_step(False)
+        functions["reference_torch_block_mlp"] = _torch_grad_function(
+            torch_block_mlp, *values
+        )
+        functions["reference_torch_matmuls_only"] = _torch_grad_function(
+            torch_matmuls, *values
+        )
     times = interleaved(functions, repeats)
     # Forward: x @ w1, h @ w2; backward: two input and two kernel grads.
     gflop = 6 * 2 * rows * width * hidden / 1e9

@@ -53,17 +53,21 @@ class LayerNormalization(keras.layers.LayerNormalization):
     [-1.2247, 0.0, 1.2247]
     """
 
-    def call(self, inputs):
-        rank = len(inputs.shape)
+    def build(self, input_shape):
+        super().build(input_shape)
+        rank = len(input_shape)
         axes = self.axis if isinstance(self.axis, list) else [self.axis]
-        last_axis_only = [axis % rank for axis in axes] == [rank - 1]
-        if not (
+        # Decided once: the fused path covers the last axis, scale, center.
+        self._fused = (
             _tensorflow()
-            and last_axis_only
+            and [axis % rank for axis in axes] == [rank - 1]
             and self.scale
             and self.center
             and not self.rms_scaling
-        ):
+        )
+
+    def call(self, inputs):
+        if not self._fused:
             return super().call(inputs)
         outputs = _tf_kernels().layer_norm(
             inputs, self.gamma.value, self.beta.value, self.epsilon
@@ -78,16 +82,18 @@ def _tf_kernels():
 
     # Each computes in float32 and returns its inputs' dtypes, as Keras's
     # LayerNorm does under mixed precision.
+    def normal_cdf(x32):
+        return 0.5 * (1.0 + tf.math.erf(x32 * _SQRT_HALF))
+
     @tf.function(jit_compile=True, autograph=False)
     def gelu_forward(x):
         x32 = tf.cast(x, tf.float32)
-        cdf = 0.5 * (1.0 + tf.math.erf(x32 * _SQRT_HALF))
-        return tf.cast(x32 * cdf, x.dtype)
+        return tf.cast(x32 * normal_cdf(x32), x.dtype)
 
     @tf.function(jit_compile=True, autograph=False)
     def gelu_backward(x, dy):
         x32 = tf.cast(x, tf.float32)
-        cdf = 0.5 * (1.0 + tf.math.erf(x32 * _SQRT_HALF))
+        cdf = normal_cdf(x32)
         pdf = tf.exp(-0.5 * tf.square(x32)) * _INV_SQRT_2PI
         return tf.cast(tf.cast(dy, tf.float32) * (cdf + x32 * pdf), x.dtype)
 
