@@ -1,8 +1,9 @@
-"""The package's GELU and LayerNorm against Keras's, values and gradients.
+"""The package's fused layers against Keras's, values and gradients.
 
-Under TensorFlow they run XLA-fused with hand-written gradients; on every
-backend they must equal `ops.gelu(approximate=False)` and
-`keras.layers.LayerNormalization`.
+Under TensorFlow, GELU and LayerNorm run XLA-fused with hand-written
+gradients; under torch, Dense is one `addmm`. On every backend they must
+equal `ops.gelu(approximate=False)`, `keras.layers.LayerNormalization`
+and `keras.layers.Dense`.
 """
 
 import keras
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+from keras_superclass.layers.fused_dense import Dense
 from keras_superclass.layers.fused_elementwise import LayerNormalization
 from keras_superclass.layers.fused_elementwise import gelu
 from keras_superclass.models.superclass.superclass_layers import (
@@ -21,7 +23,11 @@ BACKEND = keras.backend.backend()
 
 def _value_and_grads(function, inputs):
     """`function(*inputs)` and the gradients of a weighted sum of it."""
-    weights = np.random.default_rng(1).normal(size=(7, 16)).astype("float32")
+
+    def weights_like(out):
+        rng = np.random.default_rng(1)
+        return rng.normal(size=tuple(out.shape)).astype("float32")
+
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
@@ -29,14 +35,15 @@ def _value_and_grads(function, inputs):
         with tf.GradientTape() as tape:
             tape.watch(tensors)
             out = function(*tensors)
-            loss = tf.reduce_sum(tf.cast(out, "float32") * weights)
+            loss = tf.reduce_sum(tf.cast(out, "float32") * weights_like(out))
         grads = tape.gradient(loss, tensors)
     elif BACKEND == "jax":
         import jax
 
         def loss_of(*xs):
             out = function(*xs)
-            return ops.sum(ops.cast(out, "float32") * weights), out
+            loss = ops.cast(out, "float32") * weights_like(out)
+            return ops.sum(loss), out
 
         (_, out), grads = jax.value_and_grad(
             loss_of, argnums=tuple(range(len(inputs))), has_aux=True
@@ -46,7 +53,7 @@ def _value_and_grads(function, inputs):
 
         tensors = [torch.tensor(x, requires_grad=True) for x in inputs]
         out = function(*tensors)
-        (out.float() * torch.from_numpy(weights)).sum().backward()
+        (out.float() * torch.from_numpy(weights_like(out))).sum().backward()
         grads = [t.grad for t in tensors]
     return _numpy(out), [_numpy(g) for g in grads]
 
@@ -135,6 +142,8 @@ def test_layer_norm_config_round_trips_and_blocks_use_it():
     block.build((1, 5, 16))
     assert isinstance(block.ln_1, LayerNormalization)
     assert isinstance(block.ln_2, LayerNormalization)
+    for dense in (block.attn.in_proj, block.attn.out_proj, block.c_fc):
+        assert isinstance(dense, Dense)
 
 
 @pytest.mark.skipif(
@@ -166,3 +175,81 @@ def test_tensorflow_runs_both_directions_as_xla_functions():
     for part in ("gelu_forward", "gelu_backward", "norm_forward"):
         assert part in names, names
     assert "norm_backward" in names, names
+
+
+def _dense_pair(policy="float32", **kwargs):
+    layers = (
+        Dense(6, dtype=policy, **kwargs),
+        keras.layers.Dense(6, dtype=policy, **kwargs),
+    )
+    rng = np.random.default_rng(3)
+    kernel = rng.normal(size=(16, 6)).astype("float32")
+    bias = rng.normal(size=6).astype("float32")
+    for layer in layers:
+        layer.build((None, 16))
+        layer.kernel.assign(kernel)
+        layer.bias.assign(bias)
+    return layers
+
+
+@pytest.mark.parametrize("shape", [(7, 16), (2, 3, 16)])
+def test_dense_equals_keras_dense_with_gradients(shape):
+    ours, keras_dense = _dense_pair(activation="gelu")
+    x = np.random.default_rng(0).normal(size=shape).astype("float32")
+    weights = [_numpy(ours.kernel), _numpy(ours.bias)]
+
+    def with_weights(layer):
+        def function(x, kernel, bias):
+            return layer.stateless_call([kernel, bias], [], x)[0]
+
+        return function
+
+    out, grads = _value_and_grads(with_weights(ours), [x, *weights])
+    ref, ref_grads = _value_and_grads(with_weights(keras_dense), [x, *weights])
+    assert out.shape == (*shape[:-1], 6)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    for grad, ref_grad in zip(grads, ref_grads):
+        np.testing.assert_allclose(grad, ref_grad, rtol=1e-5, atol=1e-4)
+
+
+def test_dense_mixed_bfloat16_and_lora_match_keras():
+    ours, keras_dense = _dense_pair("mixed_bfloat16")
+    x = np.random.default_rng(0).normal(size=(7, 16)).astype("float32")
+    out = ours(x)
+    assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
+    np.testing.assert_allclose(
+        _numpy(out), _numpy(keras_dense(x)), rtol=2e-2, atol=5e-2
+    )
+    ours, keras_dense = _dense_pair()
+    for layer in (ours, keras_dense):
+        layer.enable_lora(2)
+        layer.lora_kernel_a.assign(np.full((16, 2), 0.5, "float32"))
+        layer.lora_kernel_b.assign(np.ones((2, 6), "float32"))
+    np.testing.assert_allclose(
+        _numpy(ours(x)), _numpy(keras_dense(x)), rtol=1e-5, atol=1e-5
+    )
+    assert not np.allclose(_numpy(ours(x)), _numpy(_dense_pair()[0](x)))
+
+
+@pytest.mark.skipif(
+    BACKEND != "torch",
+    reason="torch's path: jax's XLA fuses the add itself, and TensorFlow's "
+    "tf.nn.bias_add measured no faster, so both run Keras's Dense",
+)
+def test_torch_dense_adds_its_bias_inside_the_matmul():
+    import torch
+
+    ours, _ = _dense_pair()
+    kernel, bias = (
+        torch.tensor(_numpy(w), requires_grad=True)
+        for w in (ours.kernel, ours.bias)
+    )
+    for shape in ((7, 16), (2, 3, 16)):
+        x = np.ones(shape, "float32")
+        out = ours.stateless_call([kernel, bias], [], x)[0]
+        # One addmm (nn.Linear's op), not a matmul then a broadcast add.
+        assert "Addmm" in out.grad_fn.name() or any(
+            "Addmm" in fn.name()
+            for fn, _ in out.grad_fn.next_functions
+            if fn is not None
+        ), out.grad_fn

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_superclass.layers.fused_dense import Dense
 from keras_superclass.layers.token_head import torch_linear_kernel_initializer
 
 
@@ -99,7 +100,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.flash_attention = flash_attention
 
     def build(self, input_shape):
-        self.in_proj = keras.layers.Dense(
+        self.in_proj = Dense(
             3 * self.hidden_dim,
             kernel_initializer="glorot_uniform",
             bias_initializer="zeros",
@@ -107,7 +108,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             name="in_proj",
         )
         self.in_proj.build(input_shape)
-        self.out_proj = keras.layers.Dense(
+        self.out_proj = Dense(
             self.hidden_dim,
             kernel_initializer=torch_linear_kernel_initializer(),
             bias_initializer="zeros",

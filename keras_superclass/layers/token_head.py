@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_superclass.layers.fused_dense import Dense
+
 
 def torch_linear_kernel_initializer():
     """PyTorch's default `nn.Linear` weight init: U(+-1/sqrt(fan_in))."""
@@ -37,7 +39,7 @@ class ResidualMLPBlock(keras.layers.Layer):
             epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="ln"
         )
         self.norm.build(input_shape)
-        self.fc = keras.layers.Dense(
+        self.fc = Dense(
             width * self.mlp_ratio,
             kernel_initializer=torch_linear_kernel_initializer(),
             bias_initializer=torch_linear_bias_initializer(width),
@@ -45,7 +47,7 @@ class ResidualMLPBlock(keras.layers.Layer):
             name="fc",
         )
         self.fc.build(input_shape)
-        self.proj = keras.layers.Dense(
+        self.proj = Dense(
             width,
             kernel_initializer=torch_linear_kernel_initializer(),
             bias_initializer=torch_linear_bias_initializer(
@@ -128,7 +130,7 @@ class TokenHead(keras.layers.Layer):
             epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="ln"
         )
         self.norm.build(input_shape)
-        self.classifier = keras.layers.Dense(
+        self.classifier = Dense(
             self.vocabulary_size,
             kernel_initializer=keras.initializers.RandomNormal(
                 stddev=float(width) ** -0.5

@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_superclass.layers.attention import MultiHeadSelfAttention
 from keras_superclass.layers.attention import tokens_as_rows
+from keras_superclass.layers.fused_dense import Dense
 from keras_superclass.layers.fused_elementwise import LayerNormalization
 from keras_superclass.layers.fused_elementwise import gelu
 from keras_superclass.layers.token_head import torch_linear_bias_initializer
@@ -253,7 +254,7 @@ class TransformerBlock(keras.layers.Layer):
         self.attn.build(input_shape)
         self.ln_2 = LayerNormalization(epsilon=eps, dtype=policy, name="ln_2")
         self.ln_2.build(input_shape)
-        self.c_fc = keras.layers.Dense(
+        self.c_fc = Dense(
             self.mlp_dim,
             kernel_initializer=torch_linear_kernel_initializer(),
             bias_initializer=torch_linear_bias_initializer(self.hidden_dim),
@@ -261,7 +262,7 @@ class TransformerBlock(keras.layers.Layer):
             name="c_fc",
         )
         self.c_fc.build(input_shape)
-        self.c_proj = keras.layers.Dense(
+        self.c_proj = Dense(
             self.hidden_dim,
             kernel_initializer=torch_linear_kernel_initializer(),
             bias_initializer=torch_linear_bias_initializer(self.mlp_dim),
@@ -334,11 +335,9 @@ class MultiheadAttentionPooling(keras.layers.Layer):
         )
         probe_shape = (input_shape[0], 1, self.hidden_dim)
         self.attention.build(probe_shape, input_shape)
-        self.mlp = keras.layers.Dense(self.mlp_dim, dtype=policy, name="fc")
+        self.mlp = Dense(self.mlp_dim, dtype=policy, name="fc")
         self.mlp.build(probe_shape)
-        self.mlp_out = keras.layers.Dense(
-            self.hidden_dim, dtype=policy, name="proj"
-        )
+        self.mlp_out = Dense(self.hidden_dim, dtype=policy, name="proj")
         self.mlp_out.build((*probe_shape[:-1], self.mlp_dim))
         self.norm = keras.layers.LayerNormalization(
             epsilon=self.layer_norm_epsilon, dtype=policy, name="ln"

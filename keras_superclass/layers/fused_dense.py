@@ -1,0 +1,45 @@
+"""`keras.layers.Dense` with its bias add inside the matmul under PyTorch.
+
+Keras's `Dense` computes `matmul(x, kernel)` and then adds the bias as a
+separate broadcast op, forward and backward. Under PyTorch that is
+`aten::mm` plus `aten::add` over every activation, where `torch.nn.Linear`
+runs one `addmm`; here torch runs `torch.nn.functional.linear`, as the
+reference does (the whole S/16 step 7-19% faster, 0.2 GB less memory:
+`benchmarks/README.md`). jax compiles the step with XLA, which fuses the
+add by itself; under TensorFlow `tf.nn.bias_add` measured no faster than
+Keras's add, so both run Keras's own `call`.
+"""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_superclass")
+class Dense(keras.layers.Dense):
+    """`keras.layers.Dense` whose bias add runs inside the matmul (torch).
+
+    Same weights, config and results (to float32 rounding) as Keras's; LoRA
+    (through `self.kernel`) and quantized modes (Keras's `quantized_call`)
+    behave as in Keras.
+
+    Example:
+    >>> layer = Dense(2, kernel_initializer="ones", bias_initializer="ones")
+    >>> y = layer(np.array([[1.0, 2.0, 3.0]], "float32"))
+    >>> [float(v) for v in y[0]]
+    [7.0, 7.0]
+    """
+
+    def call(self, inputs, training=None):
+        if self.bias is None or keras.backend.backend() != "torch":
+            return super().call(inputs, training=training)
+        import torch
+
+        # Reading through `ops` applies the autocast of mixed precision.
+        kernel = ops.convert_to_tensor(self.kernel, dtype=self.compute_dtype)
+        bias = ops.convert_to_tensor(self.bias, dtype=self.compute_dtype)
+        # `nn.Linear`'s op: one `addmm` for rows of any leading shape.
+        inputs = ops.convert_to_tensor(inputs)
+        x = torch.nn.functional.linear(inputs, kernel.T, bias)
+        if self.activation is not None:
+            x = self.activation(x)
+        return x
