@@ -52,3 +52,49 @@ def test_fused_path_splits_qkv_without_index_backward():
     names = {node.name() for node in seen}
     assert "SelectBackward0" not in names, sorted(names)
     assert any(name.startswith("Unbind") for name in names), sorted(names)
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="TensorFlow's path recomputes the probabilities; under jax XLA "
+    "keeps them, and torch runs the fused kernel",
+)
+def test_tensorflow_recomputes_probabilities_with_the_same_gradients():
+    import tensorflow as tf
+
+    from keras_superclass.layers.attention import MultiHeadSelfAttention
+    from keras_superclass.layers.attention import tokens_as_rows
+
+    layer = MultiHeadSelfAttention(hidden_dim=16, num_heads=2)
+    layer.build((2, 5, 16))
+    x = tf.random.stateless_normal((2, 5, 16), seed=(1, 2))
+
+    def kept(x):  # the same layer without recomputation
+        qkv = ops.reshape(layer.in_proj(tokens_as_rows(x)), (2, 5, 3, 2, 8))
+        out = ops.reshape(explicit_attention(qkv), (10, 16))
+        return ops.reshape(layer.out_proj(out), (2, 5, 16))
+
+    def gradients(function):
+        @tf.function
+        def step(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = tf.reduce_sum(tf.square(function(x)))
+            return tape.gradient(loss, [x, *layer.trainable_variables])
+
+        return step
+
+    ours, reference = gradients(layer), gradients(kept)
+    for got, expected in zip(ours(x), reference(x)):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+    def softmax_count(step):
+        graph = step.get_concrete_function(x).graph.as_graph_def()
+        nodes = list(graph.node)
+        for function in graph.library.function:
+            nodes += list(function.node_def)
+        return sum(node.op == "Softmax" for node in nodes)
+
+    # Forward once, and once more in backward.
+    assert softmax_count(reference) == 1
+    assert softmax_count(ours) == 2
