@@ -4,10 +4,12 @@ Keras's `Dense` computes `matmul(x, kernel)` and then adds the bias as a
 separate broadcast op, forward and backward. Under PyTorch that is
 `aten::mm` plus `aten::add` over every activation, where `torch.nn.Linear`
 runs one `addmm`; here torch runs `torch.nn.functional.linear`, as the
-reference does (the whole S/16 step 7-19% faster, 0.2 GB less memory:
-`benchmarks/README.md`). jax compiles the step with XLA, which fuses the
-add by itself; under TensorFlow `tf.nn.bias_add` measured no faster than
-Keras's add, so both run Keras's own `call`.
+reference does (the whole S/16 step 1.09-1.24x as fast in three paired
+runs, 0.1-0.2 GB less memory: `benchmarks/README.md`). Under
+`mixed_bfloat16` five paired runs gave 0.84-1.01x, so bfloat16 keeps
+Keras's `call`. jax compiles the step with XLA, which fuses the add by
+itself; under TensorFlow `tf.nn.bias_add` measured no faster than Keras's
+add, so both run Keras's own `call`.
 """
 
 import keras
@@ -16,7 +18,8 @@ from keras import ops
 
 @keras.saving.register_keras_serializable(package="keras_superclass")
 class Dense(keras.layers.Dense):
-    """`keras.layers.Dense` whose bias add runs inside the matmul (torch).
+    """`keras.layers.Dense` whose bias add runs inside the matmul (torch,
+    float32).
 
     Same weights, config and results (to float32 rounding) as Keras's; LoRA
     (through `self.kernel`) and quantized modes (Keras's `quantized_call`)
@@ -32,13 +35,16 @@ class Dense(keras.layers.Dense):
     def call(self, inputs, training=None):
         if self.bias is None or keras.backend.backend() != "torch":
             return super().call(inputs, training=training)
+        # Read through `ops`: mixed precision's autocast applies.
+        tensors = [ops.convert_to_tensor(t) for t in (inputs, self.kernel)]
+        tensors.append(ops.convert_to_tensor(self.bias))
+        dtypes = {keras.backend.standardize_dtype(t.dtype) for t in tensors}
+        if dtypes != {"float32"}:  # bfloat16 measured no faster
+            return super().call(inputs, training=training)
         import torch
 
-        # Reading through `ops` applies the autocast of mixed precision.
-        kernel = ops.convert_to_tensor(self.kernel, dtype=self.compute_dtype)
-        bias = ops.convert_to_tensor(self.bias, dtype=self.compute_dtype)
+        inputs, kernel, bias = tensors
         # `nn.Linear`'s op: one `addmm` for rows of any leading shape.
-        inputs = ops.convert_to_tensor(inputs)
         x = torch.nn.functional.linear(inputs, kernel.T, bias)
         if self.activation is not None:
             x = self.activation(x)
