@@ -1,7 +1,8 @@
 """The package's fused layers against Keras's, values and gradients.
 
 Under TensorFlow, GELU and LayerNorm run XLA-fused with hand-written
-gradients; under torch, Dense is one `addmm`. On every backend they must
+gradients; under jax, GELU's backward keeps only its input; under torch,
+Dense is one `addmm`. On every backend they must
 equal `ops.gelu(approximate=False)`, `keras.layers.LayerNormalization`
 and `keras.layers.Dense`.
 """
@@ -69,6 +70,41 @@ def test_gelu_equals_keras_exact_gelu_with_its_gradient():
     reference, (reference_grad,) = _value_and_grads(keras_gelu, [x])
     np.testing.assert_allclose(ours, reference, atol=2e-6)
     np.testing.assert_allclose(our_grad, reference_grad, atol=5e-6)
+
+
+@pytest.mark.skipif(
+    BACKEND != "jax",
+    reason="jax's path: XLA's autodiff of GELU keeps its derivative terms; "
+    "TensorFlow's and torch's gradients keep only the input",
+)
+def test_jax_gelu_keeps_less_for_backward_than_keras_gelu():
+    import jax
+
+    rows, width, layers = 256, 512, 4
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, 128)).astype("float32")
+    weights = [
+        (
+            rng.normal(size=(128, width)).astype("float32"),
+            rng.normal(size=(width, 128)).astype("float32"),
+        )
+        for _ in range(layers)
+    ]
+
+    def temporaries(activation):
+        def loss(weights, x):
+            for w_in, w_out in weights:
+                x = x + ops.matmul(activation(ops.matmul(x, w_in)), w_out)
+            return ops.sum(x)
+
+        compiled = jax.jit(jax.grad(loss)).lower(weights, x).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    saved = temporaries(lambda t: ops.gelu(t, approximate=False))
+    saved -= temporaries(gelu)
+    # Keras's GELU keeps two derivative terms per layer beyond the input;
+    # with XLA merging the backward `erf` into the forward, one.
+    assert saved >= 1.5 * layers * rows * width * 4
 
 
 def _layer_pair(policy="float32", **kwargs):
