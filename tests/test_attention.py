@@ -56,8 +56,8 @@ def test_fused_path_splits_qkv_without_index_backward():
 
 @pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
-    reason="TensorFlow's path recomputes the probabilities; under jax XLA "
-    "keeps them, and torch runs the fused kernel",
+    reason="TensorFlow's path (keras.remat); jax's has its own test, and "
+    "torch runs the fused kernel",
 )
 def test_tensorflow_recomputes_probabilities_with_the_same_gradients():
     import tensorflow as tf
@@ -98,3 +98,86 @@ def test_tensorflow_recomputes_probabilities_with_the_same_gradients():
     # Forward once, and once more in backward.
     assert softmax_count(reference) == 1
     assert softmax_count(ours) == 2
+
+
+def _jax_values_and_grads(attention, qkv, weights):
+    import jax
+
+    def loss(qkv):
+        out = attention(qkv)
+        return ops.sum(ops.cast(out, "float32") * weights), out
+
+    (_, out), grad = jax.value_and_grad(loss, has_aux=True)(qkv)
+    return [np.asarray(ops.cast(t, "float32")) for t in (out, grad)]
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="jax's path: a custom backward that recomputes the probabilities",
+)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_jax_attention_equals_explicit_attention_with_gradients(causal, dtype):
+    from keras_superclass.layers.attention import _jax_attention
+
+    rng = np.random.default_rng(0)
+    qkv = ops.cast(rng.normal(size=(2, 7, 3, 4, 8)), dtype)
+    weights = rng.normal(size=(2, 7, 4, 8)).astype("float32")
+    ours = _jax_values_and_grads(_jax_attention(causal), qkv, weights)
+    autodiff = _jax_values_and_grads(
+        lambda t: explicit_attention(t, causal), qkv, weights
+    )
+    tolerance = 1e-5 if dtype == "float32" else 2e-2
+    for got, expected in zip(ours, autodiff):
+        scale = np.abs(expected).max()
+        np.testing.assert_allclose(got, expected, atol=tolerance * scale)
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="jax's path: what XLA keeps for backward",
+)
+def test_jax_attention_keeps_no_probabilities_for_backward():
+    import jax
+
+    from keras_superclass.layers.attention import _jax_attention
+
+    batch, length, heads, head_dim, layers = 4, 128, 4, 16, 4
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch * length, heads * head_dim)).astype("float32")
+    projections = [
+        rng.normal(size=(heads * head_dim, 3 * heads * head_dim)) * 0.1
+        for _ in range(layers)
+    ]
+    projections = [p.astype("float32") for p in projections]
+
+    def temporaries(attention):
+        def loss(projections, x):
+            for w in projections:
+                qkv = ops.reshape(
+                    ops.matmul(x, w), (batch, length, 3, heads, head_dim)
+                )
+                x = x + ops.reshape(attention(qkv), x.shape)
+            return ops.sum(x)
+
+        compiled = jax.jit(jax.grad(loss)).lower(projections, x).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    saved = temporaries(explicit_attention) - temporaries(_jax_attention(0))
+    probabilities = batch * heads * length * length * 4
+    assert saved >= 0.5 * layers * probabilities
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="jax's path: the layer's traced program",
+)
+def test_jax_layer_runs_the_custom_backward():
+    import jax
+
+    from keras_superclass.layers.attention import MultiHeadSelfAttention
+
+    layer = MultiHeadSelfAttention(hidden_dim=16, num_heads=2)
+    layer.build((2, 5, 16))
+    program = jax.make_jaxpr(layer)(np.ones((2, 5, 16), "float32"))
+    assert "custom_vjp_call" in str(program)

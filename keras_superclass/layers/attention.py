@@ -1,5 +1,7 @@
 """Multi-head self-attention with OpenCLIP's fused qkv projection."""
 
+import functools
+
 import keras
 from keras import ops
 
@@ -59,13 +61,75 @@ def explicit_attention(qkv, causal=False):
     return ops.transpose(ops.matmul(weights, v), (0, 2, 1, 3))
 
 
+@functools.cache
+def _jax_attention(causal):
+    """`explicit_attention` whose backward keeps no `(B, H, L, L)` tensor.
+
+    jax only. Autodiff keeps the softmax's exponentials and probabilities
+    of every block for backward; this keeps the inputs, the output and the
+    rows' log-sum-exp, and recomputes the probabilities in backward, as
+    flash-attention kernels do (S/16, batch 16: 85-105 MB less peak
+    memory, no slower; `benchmarks/README.md`).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    def scores_of(qkv):
+        q, k, v = jnp.unstack(jnp.transpose(qkv, (2, 0, 3, 1, 4)), axis=0)
+        q = q * jnp.asarray(1.0 / (q.shape[-1] ** 0.5), q.dtype)
+        scores = jnp.matmul(q, jnp.swapaxes(k, -1, -2)).astype(jnp.float32)
+        if causal:
+            length = scores.shape[-1]
+            allowed = jnp.tril(jnp.ones((length, length), dtype=bool))
+            scores = jnp.where(allowed, scores, -1e9)
+        return q, k, v, scores
+
+    def forward(qkv):
+        _, _, v, scores = scores_of(qkv)
+        top = jnp.max(scores, axis=-1, keepdims=True)
+        exp = jnp.exp(scores - top)
+        total = jnp.sum(exp, axis=-1, keepdims=True)
+        out = jnp.matmul((exp / total).astype(v.dtype), v)
+        out = jnp.transpose(out, (0, 2, 1, 3))
+        return out, (qkv, out, top + jnp.log(total))
+
+    def backward(saved, d_out):
+        qkv, out, log_sum_exp = saved
+        q, k, v, scores = scores_of(qkv)
+        probs = jnp.exp(scores - log_sum_exp)
+        d_out = jnp.transpose(d_out, (0, 2, 1, 3))
+        out = jnp.transpose(out, (0, 2, 1, 3))
+        d_v = jnp.matmul(jnp.swapaxes(probs.astype(v.dtype), -1, -2), d_out)
+        d_probs = jnp.matmul(d_out, jnp.swapaxes(v, -1, -2))
+        row_dot = jnp.sum(
+            d_out.astype(jnp.float32) * out.astype(jnp.float32),
+            axis=-1,
+            keepdims=True,
+        )
+        d_scores = probs * (d_probs.astype(jnp.float32) - row_dot)
+        d_scores = d_scores.astype(q.dtype)
+        scale = jnp.asarray(1.0 / (q.shape[-1] ** 0.5), q.dtype)
+        d_q = jnp.matmul(d_scores, k) * scale
+        d_k = jnp.matmul(jnp.swapaxes(d_scores, -1, -2), q)
+        d_qkv = jnp.transpose(jnp.stack([d_q, d_k, d_v]), (1, 3, 0, 2, 4))
+        return (d_qkv.astype(qkv.dtype),)
+
+    @jax.custom_vjp
+    def attention(qkv):
+        return forward(qkv)[0]
+
+    attention.defvjp(forward, backward)
+    return attention
+
+
 @keras.saving.register_keras_serializable(package="keras_superclass")
 class MultiHeadSelfAttention(keras.layers.Layer):
     """Self-attention with a fused qkv projection (`nn.MultiheadAttention`).
 
     One `Dense(3D)` gives q, k and v (OpenCLIP's `in_proj_weight`, stacked
     q, k, v), attention runs through `keras.ops.dot_product_attention`
-    (or, on a CPU under XLA, the faster `explicit_attention`), and
+    (or, on a CPU under XLA, the faster `explicit_attention`, with its
+    probabilities recomputed in backward rather than kept), and
     `out_proj` maps back to `D`. Initialisation follows PyTorch: xavier
     uniform in-projection, zero biases for in/out projections. With
     `causal=True` each token attends to itself and earlier tokens only
@@ -139,11 +203,11 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             # Recomputes the (B, H, L, L) scores and probabilities in
             # backward rather than keeping them: at S/16, batch 16, 0.34 GB
             # less at the same speed (`benchmarks/README.md`). Under jax,
-            # XLA's peak did not move, so it keeps them.
+            # XLA folds `remat` away; a custom backward does it there.
             causal = self.causal
             out = keras.remat(lambda t: explicit_attention(t, causal))(qkv)
-        else:
-            out = explicit_attention(qkv, causal=self.causal)
+        else:  # jax on a CPU
+            out = _jax_attention(self.causal)(qkv)
         out = ops.reshape(out, (batch * length, self.hidden_dim))
         return ops.reshape(self.out_proj(out), (batch, length, self.hidden_dim))
 
