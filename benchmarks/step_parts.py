@@ -5,8 +5,10 @@ interleaved (ours, reference, ours, ...), on the current Keras backend:
 
 - attention: one ViT block's self-attention, forward and backward, through
   Keras's `ops.dot_product_attention`, through this package's
-  `explicit_attention` (the path it takes on a CPU under XLA), and through
-  PyTorch's `scaled_dot_product_attention` (the reference's kernel);
+  `explicit_attention` (the path it takes on a CPU under XLA; under jax
+  also with the custom backward the layer runs, `jax_custom_backward`),
+  and through PyTorch's `scaled_dot_product_attention` (the reference's
+  kernel);
 - optimizer: one AdamW update of the S/16 classifier's 41M parameters,
   Keras's `AdamW`, this package's `AdamW` (fused under torch) and
   `torch.optim.AdamW` as the reference configures it;
@@ -91,6 +93,12 @@ def attention_part(sizes, repeats):
             loss_of(explicit_attention), packed
         ),
     }
+    if keras.backend.backend() == "jax":
+        from keras_superclass.layers.attention import _jax_attention
+
+        functions["jax_custom_backward"] = _grad_function(
+            loss_of(_jax_attention(False)), packed
+        )
     if keras.backend.backend() != "torch":
 
         def torch_sdpa(qkv):

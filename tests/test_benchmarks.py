@@ -38,6 +38,7 @@ def test_step_parts_small_runs_and_reports_every_part():
         assert "reference_torch_block_mlp" in result["mlp_fwd_bwd_ms"]
     if result["backend"] == "jax":
         assert len(result["jax_train_step_ms"]) == 2
+        assert "jax_custom_backward" in attention
     numbers = [
         value
         for part in result.values()
