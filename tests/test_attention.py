@@ -163,7 +163,7 @@ def test_jax_attention_keeps_no_probabilities_for_backward():
         compiled = jax.jit(jax.grad(loss)).lower(projections, x).compile()
         return compiled.memory_analysis().temp_size_in_bytes
 
-    saved = temporaries(explicit_attention) - temporaries(_jax_attention(0))
+    saved = temporaries(explicit_attention) - temporaries(_jax_attention(False))
     probabilities = batch * heads * length * length * 4
     assert saved >= 0.5 * layers * probabilities
 

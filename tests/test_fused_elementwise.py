@@ -2,9 +2,9 @@
 
 Under TensorFlow, GELU and LayerNorm run XLA-fused with hand-written
 gradients; under jax, GELU's backward keeps only its input; under torch,
-Dense is one `addmm`. On every backend they must
-equal `ops.gelu(approximate=False)`, `keras.layers.LayerNormalization`
-and `keras.layers.Dense`.
+Dense is one `addmm`. On every backend they must equal
+`ops.gelu(approximate=False)`, `keras.layers.LayerNormalization` and
+`keras.layers.Dense`.
 """
 
 import keras
