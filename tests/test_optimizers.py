@@ -115,3 +115,27 @@ def test_tensorflow_strategy_keeps_keras_path():
     np.testing.assert_allclose(
         run(AdamW), run(keras.optimizers.AdamW), rtol=1e-6, atol=1e-7
     )
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch",
+    reason="torch.compile is what jit_compile=True runs under torch",
+)
+def test_torch_update_under_torch_compile_matches_keras():
+    # `model.compile(jit_compile=True)` under torch runs the train step,
+    # the update included, through torch.compile: the fused kernel's
+    # list inputs failed its graph capture. AOTAutograd ("aot_eager") is
+    # the stage that failed, without Inductor's slow C++ code generation.
+    import torch
+
+    class CompiledAdamW(AdamW):
+        def apply(self, grads, variables):
+            update = super().apply
+            return torch.compile(
+                lambda: update(grads, variables), backend="aot_eager"
+            )()
+
+    got = _run(CompiledAdamW)
+    expected = _run(keras.optimizers.AdamW)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

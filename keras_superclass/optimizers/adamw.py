@@ -30,6 +30,12 @@ class AdamW(keras.optimizers.AdamW):
     def _fused_torch(self, variables):
         if keras.backend.backend() != "torch" or self.amsgrad:
             return False
+        import torch
+
+        # Under `torch.compile` (jit_compile=True) Inductor fuses Keras's
+        # own update; Dynamo cannot trace the fused kernel's list inputs.
+        if torch.compiler.is_compiling():
+            return False
         return all(v.dtype == "float32" for v in variables)
 
     def _fused_tf(self, variables):
