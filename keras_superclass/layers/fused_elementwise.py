@@ -27,12 +27,14 @@ _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
-def _tensorflow():
-    return keras.backend.backend() == "tensorflow"
+def _normal_cdf(x32):
+    return 0.5 * (1.0 + ops.erf(x32 * _SQRT_HALF))
 
 
-def _jax():
-    return keras.backend.backend() == "jax"
+def _gelu_derivative(x32):
+    """d/dx of `x * Phi(x)`: `Phi(x) + x * phi(x)`, in float32."""
+    pdf = ops.exp(-0.5 * x32 * x32) * _INV_SQRT_2PI
+    return _normal_cdf(x32) + x32 * pdf
 
 
 def gelu(x):
@@ -42,9 +44,10 @@ def gelu(x):
     >>> float(gelu(np.array([1.0], "float32"))[0])  # doctest: +ELLIPSIS
     0.841...
     """
-    if _tensorflow():
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
         return _tf_kernels().gelu(x)
-    if _jax():
+    if backend == "jax":
         return _jax_gelu()(x)
     return ops.gelu(x, approximate=False)
 
@@ -70,7 +73,7 @@ class LayerNormalization(keras.layers.LayerNormalization):
         axes = self.axis if isinstance(self.axis, list) else [self.axis]
         # Decided once: the fused path covers the last axis, scale, center.
         self._fused = (
-            _tensorflow()
+            keras.backend.backend() == "tensorflow"
             and [axis % rank for axis in axes] == [rank - 1]
             and self.scale
             and self.center
@@ -93,20 +96,16 @@ def _tf_kernels():
 
     # Each computes in float32 and returns its inputs' dtypes, as Keras's
     # LayerNorm does under mixed precision.
-    def normal_cdf(x32):
-        return 0.5 * (1.0 + tf.math.erf(x32 * _SQRT_HALF))
-
     @tf.function(jit_compile=True, autograph=False)
     def gelu_forward(x):
         x32 = tf.cast(x, tf.float32)
-        return tf.cast(x32 * normal_cdf(x32), x.dtype)
+        return tf.cast(x32 * _normal_cdf(x32), x.dtype)
 
     @tf.function(jit_compile=True, autograph=False)
     def gelu_backward(x, dy):
         x32 = tf.cast(x, tf.float32)
-        cdf = normal_cdf(x32)
-        pdf = tf.exp(-0.5 * tf.square(x32)) * _INV_SQRT_2PI
-        return tf.cast(tf.cast(dy, tf.float32) * (cdf + x32 * pdf), x.dtype)
+        dx = tf.cast(dy, tf.float32) * _gelu_derivative(x32)
+        return tf.cast(dx, x.dtype)
 
     @tf.custom_gradient
     def fused_gelu(x):
@@ -168,13 +167,10 @@ def _jax_gelu():
     import jax
     import jax.numpy as jnp
 
-    def normal_cdf(x32):
-        return 0.5 * (1.0 + jax.lax.erf(x32 * _SQRT_HALF))
-
     @jax.custom_vjp
     def fused_gelu(x):
         x32 = x.astype(jnp.float32)
-        return (x32 * normal_cdf(x32)).astype(x.dtype)
+        return (x32 * _normal_cdf(x32)).astype(x.dtype)
 
     def forward(x):
         return fused_gelu(x), x
@@ -183,8 +179,7 @@ def _jax_gelu():
         # Without the barrier XLA merges this `erf` with the forward's and
         # keeps its result from forward to backward, a buffer per block.
         x32 = jax.lax.optimization_barrier(x).astype(jnp.float32)
-        pdf = jnp.exp(-0.5 * x32 * x32) * _INV_SQRT_2PI
-        dx = dy.astype(jnp.float32) * (normal_cdf(x32) + x32 * pdf)
+        dx = dy.astype(jnp.float32) * _gelu_derivative(x32)
         return (dx.astype(x.dtype),)
 
     fused_gelu.defvjp(forward, backward)
