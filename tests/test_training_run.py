@@ -168,9 +168,19 @@ def demo_scene_png(demo_scene, path):
 def test_training_errors_are_clear(demo_data, tmp_path):
     root, train_glob = demo_data
     run_dir = tmp_path / "run"
-    result = cli(*run_args(root, train_glob, run_dir), "--resume", check=False)
+    # bfloat16 on jax's CPU backend is warned about before the model is
+    # built (XLA:CPU converts its matmuls to float32); torch and TensorFlow
+    # run them natively, without the warning.
+    result = cli(
+        *run_args(root, train_glob, run_dir),
+        "training.dtype_policy=mixed_bfloat16",
+        "--resume",
+        check=False,
+    )
     assert result.returncode == 2
     assert "no complete checkpoint" in result.stderr
+    warned = "XLA:CPU computes bfloat16 matmuls" in result.stderr
+    assert warned == (keras.config.backend() == "jax"), result.stderr
 
     result = cli(
         *run_args(root, str(tmp_path / "nothing-*.tfrecord"), run_dir),

@@ -158,6 +158,35 @@ def check_data_shards(manager, meta, distribution):
         )
 
 
+def warn_if_bfloat16_is_slow_here(dtype_policy):
+    """Warns when a bfloat16 policy buys nothing on this device.
+
+    XLA:CPU (jax on a CPU) runs bfloat16 matmuls through its float32
+    kernels, converting the operands: such a step is no faster than in
+    float32 and holds more memory (benchmarks/README.md). torch and
+    TensorFlow use oneDNN's AVX512-BF16 / AMX kernels there instead.
+    """
+    policy = keras.dtype_policies.get(dtype_policy)
+    if policy.compute_dtype != "bfloat16":
+        return
+    if keras.backend.backend() != "jax":
+        return
+    import jax  # jax-specific: which platform XLA compiles for
+
+    if jax.default_backend() != "cpu":
+        return
+    warnings.warn(
+        f"training.dtype_policy is '{policy.name}', but jax runs on the CPU "
+        f"here: XLA:CPU computes {policy.compute_dtype} matmuls with its "
+        f"float32 kernels, so the step is no faster than in float32 and "
+        f"holds more memory. For a CPU run set "
+        f"training.dtype_policy=float32, or use KERAS_BACKEND=torch or "
+        f"tensorflow, whose {policy.compute_dtype} matmuls use the CPU's "
+        f"AVX512-BF16 / AMX instructions where it has them.",
+        stacklevel=2,
+    )
+
+
 def _report_finished(manager, meta, total_steps):
     steps = ", ".join(str(s) for s in manager.steps())
     print(
@@ -205,6 +234,7 @@ def _train(config, resume, callbacks, verbose, distribution):
     from keras_superclass.data import CorruptRecordReport
 
     t = config["training"]
+    warn_if_bfloat16_is_slow_here(t["dtype_policy"])
     run_dir = config["checkpoint"]["dir"]
     manager = CheckpointManager(run_dir, keep=config["checkpoint"]["keep"])
     if not resume and manager.latest_step() is not None:
