@@ -56,8 +56,8 @@ def test_fused_path_splits_qkv_without_index_backward():
 
 @pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
-    reason="TensorFlow's path (keras.remat); jax's has its own test, and "
-    "torch runs the fused kernel",
+    reason="TensorFlow's path (a custom gradient); jax's has its own test, "
+    "and torch runs the fused kernel",
 )
 def test_tensorflow_recomputes_probabilities_with_the_same_gradients():
     import tensorflow as tf
@@ -98,6 +98,56 @@ def test_tensorflow_recomputes_probabilities_with_the_same_gradients():
     # Forward once, and once more in backward.
     assert softmax_count(reference) == 1
     assert softmax_count(ours) == 2
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="TensorFlow's path: a custom gradient that recomputes",
+)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_tensorflow_attention_equals_explicit_attention_with_gradients(
+    causal, dtype
+):
+    import tensorflow as tf
+
+    from keras_superclass.layers.attention import _tf_attention
+
+    rng = np.random.default_rng(0)
+    qkv = tf.cast(rng.normal(size=(2, 7, 3, 4, 8)), dtype)
+    weights = rng.normal(size=(2, 7, 4, 8)).astype("float32")
+
+    def traced(attention):
+        @tf.function
+        def step(qkv):
+            with tf.GradientTape() as tape:
+                tape.watch(qkv)
+                out = attention(qkv)
+                loss = tf.reduce_sum(tf.cast(out, "float32") * weights)
+            return out, tape.gradient(loss, qkv)
+
+        return step
+
+    ours = traced(_tf_attention(causal))
+    autodiff = traced(lambda t: explicit_attention(t, causal))
+    tolerance = 1e-5 if dtype == "float32" else 2e-2
+    for got, expected in zip(ours(qkv), autodiff(qkv)):
+        expected = np.asarray(tf.cast(expected, "float32"))
+        scale = np.abs(expected).max()
+        got = np.asarray(tf.cast(got, "float32"))
+        np.testing.assert_allclose(got, expected, atol=tolerance * scale)
+
+    # The recomputation waits for the incoming gradient (run as soon as
+    # qkv exists, it would keep the scores from forward to backward).
+    graph = ours.get_concrete_function(qkv).graph
+    waiting = [
+        op
+        for op in graph.get_operations()
+        if op.type == "Identity"
+        and op.inputs[0].op.type == "Placeholder"
+        and op.control_inputs
+    ]
+    assert waiting, "the recomputation does not wait for the gradient"
 
 
 def _jax_values_and_grads(attention, qkv, weights):

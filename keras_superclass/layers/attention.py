@@ -122,6 +122,65 @@ def _jax_attention(causal):
     return attention
 
 
+@functools.cache
+def _tf_attention(causal):
+    """`explicit_attention` that recomputes its probabilities in backward.
+
+    TensorFlow only; what `keras.remat` (`tf.recompute_grad`) did, without
+    its cost: to hold the recomputation back until backward, it adds a
+    zero computed from the incoming gradient to every input, one more pass
+    over `(B, L, 3, H, Dh)` per block. A control dependency on the gradient
+    does the same for free. As in `_jax_attention`, each row's `dO . O`
+    replaces the softmax backward's `(B, H, L, L)` product. S/16, batch
+    16: about 2% faster a step in float32 and bfloat16
+    (`benchmarks/README.md`, seventh pass).
+    """
+    import tensorflow as tf
+
+    def scores_of(qkv):
+        q, k, v = tf.unstack(tf.transpose(qkv, (2, 0, 3, 1, 4)), axis=0)
+        q = q * tf.cast(1.0 / (q.shape[-1] ** 0.5), q.dtype)
+        scores = tf.cast(tf.matmul(q, k, transpose_b=True), tf.float32)
+        if causal:
+            length = scores.shape[-1]
+            allowed = tf.linalg.band_part(tf.ones((length, length)), -1, 0)
+            scores = tf.where(allowed > 0, scores, -1e9)
+        return q, k, v, scores
+
+    @tf.custom_gradient
+    def attention(qkv):
+        _, _, v, scores = scores_of(qkv)
+        probs = tf.cast(tf.nn.softmax(scores, axis=-1), v.dtype)
+        out = tf.transpose(tf.matmul(probs, v), (0, 2, 1, 3))
+
+        def grad(d_out):
+            # Run early, the recomputation would keep the scores from
+            # forward to backward: it waits for the gradient.
+            with tf.control_dependencies([d_out]):
+                q, k, v, scores = scores_of(tf.identity(qkv))
+            probs32 = tf.nn.softmax(scores, axis=-1)
+            probs = tf.cast(probs32, v.dtype)
+            d_out_t = tf.transpose(d_out, (0, 2, 1, 3))
+            d_v = tf.matmul(probs, d_out_t, transpose_a=True)
+            d_probs = tf.matmul(d_out_t, v, transpose_b=True)
+            row_dot = tf.reduce_sum(
+                tf.cast(d_out, tf.float32) * tf.cast(out, tf.float32),
+                axis=-1,
+            )
+            row_dot = tf.expand_dims(tf.transpose(row_dot, (0, 2, 1)), -1)
+            d_scores = probs32 * (tf.cast(d_probs, tf.float32) - row_dot)
+            d_scores = tf.cast(d_scores, q.dtype)
+            scale = tf.cast(1.0 / (q.shape[-1] ** 0.5), q.dtype)
+            d_q = tf.matmul(d_scores, k) * scale
+            d_k = tf.matmul(d_scores, q, transpose_a=True)
+            d_qkv = tf.transpose(tf.stack([d_q, d_k, d_v]), (1, 3, 0, 2, 4))
+            return tf.cast(d_qkv, qkv.dtype)
+
+        return out, grad
+
+    return attention
+
+
 @keras.saving.register_keras_serializable(package="keras_superclass")
 class MultiHeadSelfAttention(keras.layers.Layer):
     """Self-attention with a fused qkv projection (`nn.MultiheadAttention`).
@@ -202,10 +261,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         elif keras.backend.backend() == "tensorflow":
             # Recomputes the (B, H, L, L) scores and probabilities in
             # backward rather than keeping them: at S/16, batch 16, 0.34 GB
-            # less at the same speed (`benchmarks/README.md`). Under jax,
-            # XLA folds `remat` away; a custom backward does it there.
-            causal = self.causal
-            out = keras.remat(lambda t: explicit_attention(t, causal))(qkv)
+            # less at the same speed (`benchmarks/README.md`).
+            out = _tf_attention(self.causal)(qkv)
         else:  # jax on a CPU
             out = _jax_attention(self.causal)(qkv)
         out = ops.reshape(out, (batch * length, self.hidden_dim))
