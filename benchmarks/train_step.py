@@ -76,6 +76,13 @@ def parse_args(argv=None):
     )
     add("--no-reference", action="store_true")
     add(
+        "--own-framework-only",
+        action="store_true",
+        help="Ours: the other backends' frameworks cannot be imported, as "
+        "in an install with only this backend's (Keras imports jax and "
+        "keras_hub imports TensorFlow whenever they are installed).",
+    )
+    add(
         "--device-check",
         action="store_true",
         help="Tiny sizes: check the benchmark runs on this machine.",
@@ -202,7 +209,15 @@ def child_flags(args):
         value = getattr(args, name)
         if value is not None:
             flags += [f"--{name.replace('_', '-')}", str(value)]
-    return flags + (["--remat"] if args.remat else [])
+    flags += ["--remat"] if args.remat else []
+    return flags + (["--own-framework-only"] if args.own_framework_only else [])
+
+
+def block_other_frameworks(backend):
+    """Makes the frameworks of the other Keras backends unimportable here."""
+    for framework in ("jax", "tensorflow", "torch"):
+        if framework != backend:
+            sys.modules[framework] = None  # `import` raises ImportError
 
 
 def summary(times):
@@ -343,6 +358,8 @@ if __name__ == "__main__":
     cli_args = parse_args()
     if cli_args.role is None:
         sys.exit(main_parent(cli_args))
+    if cli_args.role == "ours" and cli_args.own_framework_only:
+        block_other_frameworks(os.environ.get("KERAS_BACKEND", "jax"))
     sys.path.insert(0, ROOT)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import step_measure

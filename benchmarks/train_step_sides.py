@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 
 from step_measure import imports_rss_mb
 from step_measure import make_batch
@@ -75,6 +76,14 @@ def main_ours(args):
         if fused_attention_is_faster()
         else "explicit (layers/attention.py)",
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "other_frameworks": "blocked"
+        if args.own_framework_only
+        else "importable",
+        "frameworks_loaded": sorted(
+            name
+            for name in ("jax", "tensorflow", "torch")
+            if sys.modules.get(name) is not None
+        ),
     }
     return report(times, monitor, setup, peak_device, imports_mb)
 

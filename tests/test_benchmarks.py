@@ -5,6 +5,9 @@ import os
 import subprocess
 import sys
 
+import keras
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -66,3 +69,24 @@ def test_train_step_device_check_reports_both_sides():
         assert 0 < imports <= result[f"{side}peak_rss_mb"]
     assert result["ratio_vs_reference"] > 0
     assert result["peak_rss_beyond_imports_vs_reference"] > 0
+    assert result["setup"]["other_frameworks"] == "importable"
+
+
+@pytest.mark.skipif(
+    keras.config.backend() != "torch",
+    reason="One backend suffices (the side's process is the same on each); "
+    "torch's is the one Keras and keras_hub load the most others into.",
+)
+def test_train_step_own_framework_only_runs_without_the_others():
+    result = run_benchmark(
+        "train_step.py",
+        "--device-check",
+        "--backends",
+        "torch",
+        "--own-framework-only",
+        "--no-reference",
+        "--json",
+    )
+    assert result["setup"]["other_frameworks"] == "blocked"
+    assert result["setup"]["frameworks_loaded"] == ["torch"]
+    assert len(result["ms_steps"]) >= 2
