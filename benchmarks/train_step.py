@@ -209,8 +209,10 @@ def child_flags(args):
         value = getattr(args, name)
         if value is not None:
             flags += [f"--{name.replace('_', '-')}", str(value)]
-    flags += ["--remat"] if args.remat else []
-    return flags + (["--own-framework-only"] if args.own_framework_only else [])
+    for name in ("remat", "own_framework_only"):  # switches
+        if getattr(args, name):
+            flags.append(f"--{name.replace('_', '-')}")
+    return flags
 
 
 def block_other_frameworks(backend):

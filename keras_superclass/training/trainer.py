@@ -177,12 +177,11 @@ def warn_if_bfloat16_is_slow_here(dtype_policy):
         return
     warnings.warn(
         f"training.dtype_policy is '{policy.name}', but jax runs on the CPU "
-        f"here: XLA:CPU computes {policy.compute_dtype} matmuls with its "
-        f"float32 kernels, so the step is no faster than in float32 and "
-        f"holds more memory. For a CPU run set "
-        f"training.dtype_policy=float32, or use KERAS_BACKEND=torch or "
-        f"tensorflow, whose {policy.compute_dtype} matmuls use the CPU's "
-        f"AVX512-BF16 / AMX instructions where it has them.",
+        "here: XLA:CPU computes bfloat16 matmuls with its float32 kernels, "
+        "so the step is no faster than in float32 and holds more memory. "
+        "For a CPU run set training.dtype_policy=float32, or use "
+        "KERAS_BACKEND=torch or tensorflow, whose bfloat16 matmuls use the "
+        "CPU's AVX512-BF16 / AMX instructions where it has them.",
         stacklevel=2,
     )
 
