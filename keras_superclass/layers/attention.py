@@ -43,22 +43,52 @@ def fused_attention_is_faster(flash_attention=None):
     return True
 
 
+def _heads_and_scores(qkv, causal):
+    """q (scaled), k, v as `(B, H, L, Dh)` and the float32 scores."""
+    q, k, v = ops.unstack(ops.transpose(qkv, (2, 0, 3, 1, 4)), 3, axis=0)
+    q = q * ops.cast(1.0 / (q.shape[-1] ** 0.5), q.dtype)
+    scores = ops.cast(ops.matmul(q, ops.swapaxes(k, -1, -2)), "float32")
+    if causal:
+        length = ops.shape(scores)[-1]
+        allowed = ops.tril(ops.ones((length, length), dtype="bool"))
+        scores = ops.where(allowed, scores, -1e9)
+    return q, k, v, scores
+
+
 def explicit_attention(qkv, causal=False):
     """`softmax(q k^T / sqrt(Dh)) v` from packed `(B, L, 3, H, Dh)` inputs.
 
     Returns `(B, L, H, Dh)`. The scores are normalised in float32, as
     Keras's fused path does under mixed precision.
     """
-    q, k, v = ops.unstack(ops.transpose(qkv, (2, 0, 3, 1, 4)), 3, axis=0)
-    scale = ops.cast(1.0 / (q.shape[-1] ** 0.5), q.dtype)
-    scores = ops.matmul(q * scale, ops.swapaxes(k, -1, -2))
-    scores = ops.cast(scores, "float32")
-    if causal:
-        length = ops.shape(scores)[-1]
-        allowed = ops.tril(ops.ones((length, length), dtype="bool"))
-        scores = ops.where(allowed, scores, -1e9)
+    _, _, v, scores = _heads_and_scores(qkv, causal)
     weights = ops.cast(ops.softmax(scores, axis=-1), v.dtype)
     return ops.transpose(ops.matmul(weights, v), (0, 2, 1, 3))
+
+
+def _attention_backward(qkv, q, k, v, probs, out, d_out):
+    """`d qkv` from recomputed float32 `probs`, the output and its gradient.
+
+    Each row's `dO . O` stands in for the softmax backward's `(B, H, L, L)`
+    product (`sum_j P_ij dP_ij`), as flash-attention kernels do.
+    """
+    to_heads = (0, 2, 1, 3)  # (B, L, H, Dh) <-> (B, H, L, Dh)
+    d_out_heads = ops.transpose(d_out, to_heads)
+    low_probs = ops.cast(probs, v.dtype)
+    d_v = ops.matmul(ops.swapaxes(low_probs, -1, -2), d_out_heads)
+    d_probs = ops.matmul(d_out_heads, ops.swapaxes(v, -1, -2))
+    row_dot = ops.sum(
+        ops.cast(d_out, "float32") * ops.cast(out, "float32"), axis=-1
+    )
+    row_dot = ops.expand_dims(ops.transpose(row_dot, (0, 2, 1)), -1)
+    d_scores = ops.cast(
+        probs * (ops.cast(d_probs, "float32") - row_dot), q.dtype
+    )
+    scale = ops.cast(1.0 / (q.shape[-1] ** 0.5), q.dtype)
+    d_q = ops.matmul(d_scores, k) * scale
+    d_k = ops.matmul(ops.swapaxes(d_scores, -1, -2), q)
+    d_qkv = ops.transpose(ops.stack([d_q, d_k, d_v]), (1, 3, 0, 2, 4))
+    return ops.cast(d_qkv, qkv.dtype)
 
 
 @functools.cache
@@ -72,47 +102,21 @@ def _jax_attention(causal):
     memory, no slower; `benchmarks/README.md`).
     """
     import jax
-    import jax.numpy as jnp
-
-    def scores_of(qkv):
-        q, k, v = jnp.unstack(jnp.transpose(qkv, (2, 0, 3, 1, 4)), axis=0)
-        q = q * jnp.asarray(1.0 / (q.shape[-1] ** 0.5), q.dtype)
-        scores = jnp.matmul(q, jnp.swapaxes(k, -1, -2)).astype(jnp.float32)
-        if causal:
-            length = scores.shape[-1]
-            allowed = jnp.tril(jnp.ones((length, length), dtype=bool))
-            scores = jnp.where(allowed, scores, -1e9)
-        return q, k, v, scores
 
     def forward(qkv):
-        _, _, v, scores = scores_of(qkv)
-        top = jnp.max(scores, axis=-1, keepdims=True)
-        exp = jnp.exp(scores - top)
-        total = jnp.sum(exp, axis=-1, keepdims=True)
-        out = jnp.matmul((exp / total).astype(v.dtype), v)
-        out = jnp.transpose(out, (0, 2, 1, 3))
-        return out, (qkv, out, top + jnp.log(total))
+        _, _, v, scores = _heads_and_scores(qkv, causal)
+        top = ops.max(scores, axis=-1, keepdims=True)
+        exp = ops.exp(scores - top)
+        total = ops.sum(exp, axis=-1, keepdims=True)
+        out = ops.matmul(ops.cast(exp / total, v.dtype), v)
+        out = ops.transpose(out, (0, 2, 1, 3))
+        return out, (qkv, out, top + ops.log(total))
 
     def backward(saved, d_out):
         qkv, out, log_sum_exp = saved
-        q, k, v, scores = scores_of(qkv)
-        probs = jnp.exp(scores - log_sum_exp)
-        d_out = jnp.transpose(d_out, (0, 2, 1, 3))
-        out = jnp.transpose(out, (0, 2, 1, 3))
-        d_v = jnp.matmul(jnp.swapaxes(probs.astype(v.dtype), -1, -2), d_out)
-        d_probs = jnp.matmul(d_out, jnp.swapaxes(v, -1, -2))
-        row_dot = jnp.sum(
-            d_out.astype(jnp.float32) * out.astype(jnp.float32),
-            axis=-1,
-            keepdims=True,
-        )
-        d_scores = probs * (d_probs.astype(jnp.float32) - row_dot)
-        d_scores = d_scores.astype(q.dtype)
-        scale = jnp.asarray(1.0 / (q.shape[-1] ** 0.5), q.dtype)
-        d_q = jnp.matmul(d_scores, k) * scale
-        d_k = jnp.matmul(jnp.swapaxes(d_scores, -1, -2), q)
-        d_qkv = jnp.transpose(jnp.stack([d_q, d_k, d_v]), (1, 3, 0, 2, 4))
-        return (d_qkv.astype(qkv.dtype),)
+        q, k, v, scores = _heads_and_scores(qkv, causal)
+        probs = ops.exp(scores - log_sum_exp)
+        return (_attention_backward(qkv, q, k, v, probs, out, d_out),)
 
     @jax.custom_vjp
     def attention(qkv):
@@ -130,51 +134,22 @@ def _tf_attention(causal):
     its cost: to hold the recomputation back until backward, it adds a
     zero computed from the incoming gradient to every input, one more pass
     over `(B, L, 3, H, Dh)` per block. A control dependency on the gradient
-    does the same for free. As in `_jax_attention`, each row's `dO . O`
-    replaces the softmax backward's `(B, H, L, L)` product. S/16, batch
-    16: about 2% faster a step in float32 and bfloat16
-    (`benchmarks/README.md`, seventh pass).
+    does the same for free. S/16, batch 16: about 2% faster a step in
+    float32 and bfloat16 (`benchmarks/README.md`, seventh pass).
     """
     import tensorflow as tf
 
-    def scores_of(qkv):
-        q, k, v = tf.unstack(tf.transpose(qkv, (2, 0, 3, 1, 4)), axis=0)
-        q = q * tf.cast(1.0 / (q.shape[-1] ** 0.5), q.dtype)
-        scores = tf.cast(tf.matmul(q, k, transpose_b=True), tf.float32)
-        if causal:
-            length = scores.shape[-1]
-            allowed = tf.linalg.band_part(tf.ones((length, length)), -1, 0)
-            scores = tf.where(allowed > 0, scores, -1e9)
-        return q, k, v, scores
-
     @tf.custom_gradient
     def attention(qkv):
-        _, _, v, scores = scores_of(qkv)
-        probs = tf.cast(tf.nn.softmax(scores, axis=-1), v.dtype)
-        out = tf.transpose(tf.matmul(probs, v), (0, 2, 1, 3))
+        out = explicit_attention(qkv, causal)
 
         def grad(d_out):
             # Run early, the recomputation would keep the scores from
             # forward to backward: it waits for the gradient.
             with tf.control_dependencies([d_out]):
-                q, k, v, scores = scores_of(tf.identity(qkv))
-            probs32 = tf.nn.softmax(scores, axis=-1)
-            probs = tf.cast(probs32, v.dtype)
-            d_out_t = tf.transpose(d_out, (0, 2, 1, 3))
-            d_v = tf.matmul(probs, d_out_t, transpose_a=True)
-            d_probs = tf.matmul(d_out_t, v, transpose_b=True)
-            row_dot = tf.reduce_sum(
-                tf.cast(d_out, tf.float32) * tf.cast(out, tf.float32),
-                axis=-1,
-            )
-            row_dot = tf.expand_dims(tf.transpose(row_dot, (0, 2, 1)), -1)
-            d_scores = probs32 * (tf.cast(d_probs, tf.float32) - row_dot)
-            d_scores = tf.cast(d_scores, q.dtype)
-            scale = tf.cast(1.0 / (q.shape[-1] ** 0.5), q.dtype)
-            d_q = tf.matmul(d_scores, k) * scale
-            d_k = tf.matmul(d_scores, q, transpose_a=True)
-            d_qkv = tf.transpose(tf.stack([d_q, d_k, d_v]), (1, 3, 0, 2, 4))
-            return tf.cast(d_qkv, qkv.dtype)
+                q, k, v, scores = _heads_and_scores(tf.identity(qkv), causal)
+            probs = ops.softmax(scores, axis=-1)
+            return _attention_backward(qkv, q, k, v, probs, out, d_out)
 
         return out, grad
 
