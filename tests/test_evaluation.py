@@ -90,6 +90,21 @@ def test_linear_probe_rejects_bad_inputs():
         linear_probe(x, y, x[:, :3], y, epochs=1)
 
 
+def test_every_protocol_rejects_features_of_two_encoders():
+    x, y = gaussian_classes(20)
+    protocols = {
+        "linear_probe": lambda a, b: linear_probe(a, y, b, y, epochs=1),
+        "knn_accuracy": lambda a, b: knn_accuracy(a, y, b, y),
+        "knn_predict": lambda a, b: knn_predict(a, y, b),
+        "few_shot": lambda a, b: few_shot_accuracy(a, y, b, y, shots=(1,)),
+        "evaluate_features": lambda a, b: evaluate_features(a, y, b, y),
+    }
+    for name, protocol in protocols.items():
+        with pytest.raises(ValueError, match="32 dimensions but.* 3;"):
+            protocol(x, x[:, :3])
+            pytest.fail(f"{name} accepted 32- and 3-dimensional features")
+
+
 def test_top_k_accuracy():
     logits = np.array([[0.1, 0.7, 0.2], [0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
     labels = np.array([1, 1, 0])

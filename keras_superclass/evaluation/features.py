@@ -209,6 +209,33 @@ def check_features(features, labels, name):
     return features, labels
 
 
+def check_same_dimension(train_features, test_features):
+    """Both splits must come from one encoder: the same feature size."""
+    if train_features.shape[1] != test_features.shape[1]:
+        raise ValueError(
+            f"Train features have {train_features.shape[1]} dimensions but "
+            f"test features {test_features.shape[1]}; extract both with the "
+            "same encoder."
+        )
+
+
+def check_train_and_test(
+    train_features, train_labels, test_features, test_labels
+):
+    """`check_features` on both splits, then `check_same_dimension`.
+
+    Returns `(train_features, train_labels, test_features, test_labels)`.
+    """
+    train_features, train_labels = check_features(
+        train_features, train_labels, "train"
+    )
+    test_features, test_labels = check_features(
+        test_features, test_labels, "test"
+    )
+    check_same_dimension(train_features, test_features)
+    return train_features, train_labels, test_features, test_labels
+
+
 def _to_numpy(x):
     """A NumPy array from NumPy, this backend's tensors or TF tensors."""
     if isinstance(x, np.ndarray):

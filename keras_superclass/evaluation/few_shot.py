@@ -16,7 +16,7 @@ nearest 2**10); with no such examples it is 2**10. SuperClass reports the
 
 import numpy as np
 
-from keras_superclass.evaluation.features import check_features
+from keras_superclass.evaluation.features import check_train_and_test
 
 BIAS_CONSTANT = 100.0
 DEFAULT_L2_REG = 2.0**10
@@ -159,18 +159,11 @@ def few_shot_accuracy(
     >>> round(results[5]["mean"], 2)
     1.0
     """
-    train_features, train_labels = check_features(
-        train_features, train_labels, "train"
-    )
-    test_features, test_labels = check_features(
-        test_features, test_labels, "test"
-    )
-    if train_features.shape[1] != test_features.shape[1]:
-        raise ValueError(
-            f"Train features have {train_features.shape[1]} dimensions but "
-            f"test features {test_features.shape[1]}; extract both with the "
-            "same encoder."
+    train_features, train_labels, test_features, test_labels = (
+        check_train_and_test(
+            train_features, train_labels, test_features, test_labels
         )
+    )
     shots = _check_shots(shots)
     seeds = tuple(int(s) for s in np.atleast_1d(seeds))
     if not seeds:

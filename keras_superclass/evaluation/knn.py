@@ -11,6 +11,8 @@ import keras
 import numpy as np
 
 from keras_superclass.evaluation.features import check_features
+from keras_superclass.evaluation.features import check_same_dimension
+from keras_superclass.evaluation.features import check_train_and_test
 from keras_superclass.evaluation.linear_probe import top_k_accuracy
 
 
@@ -65,12 +67,7 @@ def knn_predict(
             f"`test_features` must be a non-empty (M, D) array, got shape "
             f"{test_features.shape}."
         )
-    if test_features.shape[1] != train_features.shape[1]:
-        raise ValueError(
-            f"Train features have {train_features.shape[1]} dimensions but "
-            f"test features {test_features.shape[1]}; extract both with the "
-            "same encoder."
-        )
+    check_same_dimension(train_features, test_features)
     if k < 1:
         raise ValueError(f"`k` must be >= 1, got {k}.")
     if not temperature > 0:
@@ -125,11 +122,10 @@ def knn_accuracy(
     >>> round(knn_accuracy(x_train, y_train, x_test, y_test, k=5), 2)
     1.0
     """
-    train_features, train_labels = check_features(
-        train_features, train_labels, "train"
-    )
-    test_features, test_labels = check_features(
-        test_features, test_labels, "test"
+    train_features, train_labels, test_features, test_labels = (
+        check_train_and_test(
+            train_features, train_labels, test_features, test_labels
+        )
     )
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     votes = knn_predict(

@@ -12,7 +12,7 @@ tiny Keras model on the extracted features instead of the whole encoder.
 import keras
 import numpy as np
 
-from keras_superclass.evaluation.features import check_features
+from keras_superclass.evaluation.features import check_train_and_test
 
 
 class _ShuffledBatches(keras.utils.PyDataset):
@@ -145,18 +145,11 @@ def linear_probe(
     >>> round(top1, 2)
     1.0
     """
-    train_features, train_labels = check_features(
-        train_features, train_labels, "train"
-    )
-    test_features, test_labels = check_features(
-        test_features, test_labels, "test"
-    )
-    if train_features.shape[1] != test_features.shape[1]:
-        raise ValueError(
-            f"Train features have {train_features.shape[1]} dimensions but "
-            f"test features {test_features.shape[1]}; extract both with the "
-            "same encoder."
+    train_features, train_labels, test_features, test_labels = (
+        check_train_and_test(
+            train_features, train_labels, test_features, test_labels
         )
+    )
     if num_classes is None:
         num_classes = infer_num_classes(train_labels, test_labels)
     largest = max(train_labels.max(), test_labels.max())

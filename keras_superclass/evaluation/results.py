@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from keras_superclass.evaluation.features import FeatureExtractor
-from keras_superclass.evaluation.features import check_features
+from keras_superclass.evaluation.features import check_train_and_test
 from keras_superclass.evaluation.few_shot import few_shot_accuracy
 from keras_superclass.evaluation.knn import knn_predict
 from keras_superclass.evaluation.linear_probe import infer_num_classes
@@ -57,11 +57,10 @@ def evaluate_features(
         A JSON-serialisable dict; accuracies are fractions in `[0, 1]`.
     """
     protocols = check_protocols(protocols)
-    train_features, train_labels = check_features(
-        train_features, train_labels, "train"
-    )
-    test_features, test_labels = check_features(
-        test_features, test_labels, "test"
+    train_features, train_labels, test_features, test_labels = (
+        check_train_and_test(
+            train_features, train_labels, test_features, test_labels
+        )
     )
     num_classes = infer_num_classes(train_labels, test_labels)
     results = {
