@@ -27,6 +27,41 @@ def tiny_classifier(**kwargs):
     )
 
 
+def test_every_task_takes_recipe_keywords_for_its_auto_optimizer_only():
+    from keras_superclass.models import ImageTextModel
+
+    vit = {k: v for k, v in TINY_VIT.items() if k != "image_shape"}
+    classifier = tiny_classifier(compile=False)
+    tasks = {
+        "finetune": classifier,
+        "superclass": SuperClassClassifier.from_preset(
+            "superclass_vit_ti16",
+            vocabulary_size=11,
+            image_shape=(16, 16, 3),
+            compile=False,
+            **vit,
+        ),
+        "image_text": ImageTextModel(
+            classifier.backbone,
+            text_encoder={
+                "vocabulary_size": 11,
+                "sequence_length": 4,
+                "hidden_dim": 8,
+                "num_layers": 1,
+                "num_heads": 2,
+            },
+            embed_dim=8,
+            compile=False,
+        ),
+    }
+    for name, task in tasks.items():
+        with pytest.raises(ValueError, match="only apply to the 'auto'"):
+            task.compile(optimizer="adam", weight_decay=0.01)
+        task.compile(weight_decay=0.01, beta_2=0.95)
+        assert task.optimizer.weight_decay == pytest.approx(0.01), name
+        assert task.optimizer.beta_2 == pytest.approx(0.95), name
+
+
 def test_layer_decay_multipliers_and_update_match_hand_computation():
     model = tiny_classifier(compile=False, num_layers=1)
     lr, decay, wd = 0.1, 0.5, 0.2

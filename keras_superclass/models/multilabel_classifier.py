@@ -141,6 +141,29 @@ class PresetTask(Task):
             normalize=not normalize_images,
         )
 
+    # The task's optimizer recipe (`reference_optimizer` keywords); the
+    # tasks that compile with an `"auto"` optimizer set it.
+    recipe = {}
+
+    def recipe_optimizer(self, optimizer, compile_kwargs):
+        """`compile`'s optimizer: `"auto"` builds `reference_optimizer`
+        from `recipe`, updated by the recipe keywords popped from
+        `compile_kwargs`; recipe keywords beside any other optimizer
+        raise."""
+        overrides = {
+            key: compile_kwargs.pop(key)
+            for key in list(compile_kwargs)
+            if key in self.recipe
+        }
+        if optimizer == "auto":
+            return reference_optimizer(self, **{**self.recipe, **overrides})
+        if overrides:
+            raise ValueError(
+                f"Recipe arguments {sorted(overrides)} only apply to the "
+                f"'auto' optimizer; configure your optimizer directly."
+            )
+        return optimizer
+
     def _objects_outside_presets(self):
         skipped = list(self.backbone._flatten_layers())
         if getattr(self, "optimizer", None) is not None:
@@ -269,14 +292,7 @@ class MultiLabelClassifier(PresetTask):
         `"auto"` metrics: top-5 precision and recall. Other keywords go to
         `keras.Model.compile`.
         """
-        recipe = {k: kwargs.pop(k) for k in list(kwargs) if k in self.recipe}
-        if optimizer == "auto":
-            optimizer = reference_optimizer(self, **{**self.recipe, **recipe})
-        elif recipe:
-            raise ValueError(
-                f"Recipe arguments {sorted(recipe)} only apply to the "
-                f"'auto' optimizer; configure your optimizer directly."
-            )
+        optimizer = self.recipe_optimizer(optimizer, kwargs)
         if loss == "auto":
             loss = self.default_loss()
         elif isinstance(loss, str):

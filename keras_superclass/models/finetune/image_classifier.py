@@ -10,7 +10,6 @@ from keras_superclass.losses.label_smoothing import (
 )
 from keras_superclass.models.multilabel_classifier import MultiLabelClassifier
 from keras_superclass.models.multilabel_classifier import PresetTask
-from keras_superclass.models.multilabel_classifier import reference_optimizer
 from keras_superclass.models.superclass.superclass_backbone import (
     SuperClassBackbone,
 )
@@ -144,14 +143,7 @@ class SuperClassImageClassifier(PresetTask):
         logits with `label_smoothing`. `"auto"` metrics: accuracy. Other
         keywords go to `keras.Model.compile`.
         """
-        recipe = {k: kwargs.pop(k) for k in list(kwargs) if k in self.recipe}
-        if optimizer == "auto":
-            optimizer = reference_optimizer(self, **{**self.recipe, **recipe})
-        elif recipe:
-            raise ValueError(
-                f"Recipe arguments {sorted(recipe)} only apply to the "
-                f"'auto' optimizer; configure your optimizer directly."
-            )
+        optimizer = self.recipe_optimizer(optimizer, kwargs)
         if loss == "auto":
             if self.activation is None:
                 loss = SparseLabelSmoothingCrossentropy(label_smoothing)

@@ -21,7 +21,6 @@ from keras_superclass.models.image_text.image_text_presets import (
 from keras_superclass.models.image_text.text_encoder import OpenCLIPTextEncoder
 from keras_superclass.models.multilabel_classifier import MultiLabelClassifier
 from keras_superclass.models.multilabel_classifier import PresetTask
-from keras_superclass.models.multilabel_classifier import reference_optimizer
 from keras_superclass.models.superclass.superclass_backbone import (
     SuperClassBackbone,
 )
@@ -367,14 +366,7 @@ class ImageTextModel(PresetTask):
             get_contrastive_loss,
         )
 
-        recipe = {k: kwargs.pop(k) for k in list(kwargs) if k in self.recipe}
-        if optimizer == "auto":
-            optimizer = reference_optimizer(self, **{**self.recipe, **recipe})
-        elif recipe:
-            raise ValueError(
-                f"Recipe arguments {sorted(recipe)} only apply to the "
-                f"'auto' optimizer; configure your optimizer directly."
-            )
+        optimizer = self.recipe_optimizer(optimizer, kwargs)
         if loss == "auto":
             loss = "clip" if self.logit_bias_init is None else "siglip"
         if isinstance(loss, str):
