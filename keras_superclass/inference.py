@@ -1,5 +1,7 @@
 """Predict the labels (caption tokens or synsets) of image files."""
 
+import os
+
 
 def load_task(preset):
     """Loads any task preset of this package (SuperClass, CatLIP, CRU-Net).
@@ -18,12 +20,14 @@ def read_images(paths):
     """Decodes image files (JPEG, PNG, GIF, BMP, WebP) to uint8 RGB arrays.
 
     Raises:
+        FileNotFoundError: naming the files that do not exist.
         ValueError: naming the first file that is not a decodable image.
     """
     import tensorflow as tf
 
     from keras_superclass.data import transforms
 
+    check_files_exist(paths)
     images = []
     for path in paths:
         encoded = tf.io.read_file(path)
@@ -35,6 +39,17 @@ def read_images(paths):
                 f"WebP)."
             ) from None
     return images
+
+
+def check_files_exist(paths):
+    """Raises `FileNotFoundError` listing the paths that are not files."""
+    missing = [os.fspath(p) for p in paths if not os.path.isfile(p)]
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise FileNotFoundError(
+            f"{len(missing)} of {len(paths)} image files do not exist: "
+            f"{shown}. Check the paths (relative to {os.getcwd()})."
+        )
 
 
 def predict_files(preset_or_task, paths, top_k=10):
@@ -52,6 +67,7 @@ def predict_files(preset_or_task, paths, top_k=10):
     >>> predict_files("my_preset", ["cat.jpg"], top_k=3)  # doctest: +SKIP
     [[{'label': 'cat', 'score': 0.41}, ...]]
     """
+    check_files_exist(paths)  # before the model loads
     task = preset_or_task
     if isinstance(task, str):
         task = load_task(task)

@@ -221,6 +221,15 @@ def test_shipped_tiny_config_train_export_predict_probe(
     records = [json.loads(line) for line in out.strip().splitlines()]
     assert [len(r["labels"]) for r in records] == [3, 3]
     assert all(isinstance(p["label"], str) for p in records[0]["labels"])
+    # A mistyped path or a file that is no image: one line naming it.
+    for wrong, message in (
+        ("images/nope.png", "1 of 2 image files do not exist: images/nope"),
+        ("captions.csv", "captions.csv is not a decodable image"),
+    ):
+        code = main(["predict", "images/0.png", wrong, "--preset", "preset"])
+        error = capsys.readouterr().err
+        assert code != 0 and message in error, error
+        assert "Traceback" not in error
     run_cli(
         "keras-superclass probe --preset preset --train probe/train "
         "--test probe/test --out eval --epochs 2 --shots 1 --seeds 0 --k 3",
