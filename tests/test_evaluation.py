@@ -105,6 +105,30 @@ def test_every_protocol_rejects_features_of_two_encoders():
             pytest.fail(f"{name} accepted 32- and 3-dimensional features")
 
 
+def test_evaluate_features_stops_before_the_probe_when_shots_cannot_run(
+    monkeypatch,
+):
+    from keras_superclass.evaluation import results
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the linear probe ran before the shot check")
+
+    monkeypatch.setattr(results, "linear_probe", must_not_run)
+    x = gaussian_classes(20)[0]
+    y = np.arange(20) % 4  # 5 examples per class
+    with pytest.raises(ValueError, match="Either use at most 5 shot"):
+        evaluate_features(x, y, x, y, few_shot_kwargs={"shots": (1, 10)})
+    with pytest.raises(ValueError, match="10-shot evaluation needs 10"):
+        evaluate_features(x, y, x, y)  # the default shots (1, 5, 10)
+    # Without few-shot, or with shots that fit, the probe runs.
+    for kwargs in (
+        {"protocols": ("linear_probe",)},
+        {"few_shot_kwargs": {"shots": (5,)}},
+    ):
+        with pytest.raises(AssertionError, match="the linear probe ran"):
+            evaluate_features(x, y, x, y, **kwargs)
+
+
 def test_top_k_accuracy():
     logits = np.array([[0.1, 0.7, 0.2], [0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
     labels = np.array([1, 1, 0])

@@ -114,6 +114,35 @@ def _class_indices(train_ids, classes, shots):
     return indices
 
 
+def _compact_classes(train_labels, test_labels, shots):
+    """Compact class ids over every class that occurs, and each class's
+    training indices; raises if a class has too few for `max(shots)`."""
+    classes = np.union1d(train_labels, test_labels)
+    train_ids = np.searchsorted(classes, train_labels)
+    test_ids = np.searchsorted(classes, test_labels)
+    class_indices = _class_indices(train_ids, classes.tolist(), shots)
+    return classes, train_ids, test_ids, class_indices
+
+
+def check_few_shot_labels(train_labels, test_labels, shots=(1, 5, 10)):
+    """Raises the error `few_shot_accuracy` would, from the labels alone.
+
+    Lets a caller that runs slower protocols first stop before them.
+
+    Example:
+    >>> check_few_shot_labels(np.arange(8) % 4, np.arange(4), shots=(1, 2))
+    >>> check_few_shot_labels(np.arange(8) % 4, np.arange(4), shots=(5,))
+    Traceback (most recent call last):
+    ...
+    ValueError: 5-shot evaluation needs 5 training examples of every class, \
+but 4 class(es) have fewer (class 0: 2, class 1: 2, class 2: 2, class 3: 2). \
+Either use at most 2 shot(s), or add training data.
+    """
+    _compact_classes(
+        np.asarray(train_labels), np.asarray(test_labels), _check_shots(shots)
+    )
+
+
 def few_shot_accuracy(
     train_features,
     train_labels,
@@ -175,11 +204,9 @@ def few_shot_accuracy(
             "non-empty `l2_grid` or a positive `l2_reg`."
         )
 
-    # Work on compact class ids over every class that occurs.
-    classes = np.union1d(train_labels, test_labels)
-    train_ids = np.searchsorted(classes, train_labels)
-    test_ids = np.searchsorted(classes, test_labels)
-    class_indices = _class_indices(train_ids, classes.tolist(), shots)
+    classes, train_ids, test_ids, class_indices = _compact_classes(
+        train_labels, test_labels, shots
+    )
 
     runs = {n: {"per_seed": [], "l2_reg": []} for n in shots}
     for seed in seeds:

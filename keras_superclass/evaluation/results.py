@@ -8,6 +8,7 @@ import numpy as np
 
 from keras_superclass.evaluation.features import FeatureExtractor
 from keras_superclass.evaluation.features import check_train_and_test
+from keras_superclass.evaluation.few_shot import check_few_shot_labels
 from keras_superclass.evaluation.few_shot import few_shot_accuracy
 from keras_superclass.evaluation.knn import knn_predict
 from keras_superclass.evaluation.linear_probe import infer_num_classes
@@ -17,6 +18,7 @@ from keras_superclass.evaluation.linear_probe import top_k_accuracy
 from keras_superclass.utils.io import atomic_write_text
 
 PROTOCOLS = ("linear_probe", "knn", "few_shot")
+FEW_SHOT_DEFAULTS = {"shots": (1, 5, 10), "seeds": (0, 1, 2)}
 
 
 def check_protocols(protocols):
@@ -62,6 +64,12 @@ def evaluate_features(
             train_features, train_labels, test_features, test_labels
         )
     )
+    if "few_shot" in protocols:  # before the slower linear probe
+        check_few_shot_labels(
+            train_labels,
+            test_labels,
+            (few_shot_kwargs or {}).get("shots", FEW_SHOT_DEFAULTS["shots"]),
+        )
     num_classes = infer_num_classes(train_labels, test_labels)
     results = {
         "feature_dim": int(train_features.shape[1]),
@@ -110,7 +118,7 @@ def evaluate_features(
             **_plain(kwargs),
         }
     if "few_shot" in protocols:
-        kwargs = {"shots": (1, 5, 10), "seeds": (0, 1, 2)}
+        kwargs = dict(FEW_SHOT_DEFAULTS)
         kwargs.update(few_shot_kwargs or {})
         start = time.perf_counter()
         runs = few_shot_accuracy(
