@@ -342,8 +342,9 @@ def test_evaluate_encoder_on_arrays(tiny_backbone):
         (images[9:], labels[9:]),
         protocols=("knn",),
         batch_size=4,
-        knn_kwargs={"k": 3},
+        knn_kwargs={"k": 20},
     )
+    assert results["knn"]["k"] == 9  # what voted: every training example
     assert results["encoder"] == "SuperClassBackbone"
     assert results["feature_dim"] == 32 and results["num_test"] == 3
     assert "linear_probe" not in results and "top1" in results["knn"]
