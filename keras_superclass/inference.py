@@ -52,8 +52,71 @@ def check_files_exist(paths):
         )
 
 
+def preset_class_names(preset):
+    """Class names a fine-tuned classifier preset holds, or `None`.
+
+    `keras-superclass finetune` (and `finetune(..., out=)`) writes them,
+    in class-id order, to the preset's results file.
+    """
+    import json
+
+    from keras_superclass.training.finetune import RESULTS_FILE
+
+    path = os.path.join(os.fspath(preset), RESULTS_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f).get("class_names")
+
+
+def predict_classes(task, images, top_k=5, class_names=None):
+    """The `top_k` classes of raw images under an image classifier.
+
+    Args:
+        task: a `SuperClassImageClassifier` or `CRUNetImageClassifier`
+            with its preprocessor.
+        images: uint8 images: a `(B, H, W, 3)` batch or a list of
+            `(H, W, 3)` images of any sizes.
+        top_k: classes per image.
+        class_names: names in class-id order; `None` reports the ids.
+
+    Returns:
+        One list per image of `{"label": str, "score": float}`, best
+        first; scores are softmax probabilities for a logits head.
+    """
+    import keras
+    import numpy as np
+
+    if task.preprocessor is None:
+        raise ValueError(
+            "This classifier has no preprocessor to prepare raw images: "
+            "load a preset saved with one, or set `task.preprocessor`."
+        )
+    if class_names is not None and len(class_names) != task.num_classes:
+        raise ValueError(
+            f"{len(class_names)} class names for a classifier of "
+            f"{task.num_classes} classes; give one name per class."
+        )
+    names = class_names or [str(i) for i in range(task.num_classes)]
+    batch = task.preprocessor.image_converter(images)
+    scores = keras.ops.convert_to_tensor(task.predict(batch, verbose=0))
+    if task.activation is None:  # logits
+        scores = keras.ops.softmax(scores, axis=-1)
+    scores = keras.ops.convert_to_numpy(scores)
+    return [
+        [
+            {"label": str(names[i]), "score": float(row[i])}
+            for i in np.argsort(-row, kind="stable")[:top_k]
+        ]
+        for row in scores
+    ]
+
+
 def predict_files(preset_or_task, paths, top_k=10):
     """The `top_k` labels of each image file, as words with scores.
+
+    Caption tokens (SuperClass) or synsets (CatLIP) for a pretraining
+    task; classes, named as in fine-tuning, for an image classifier.
 
     Args:
         preset_or_task: a task preset directory or a loaded task.
@@ -69,14 +132,20 @@ def predict_files(preset_or_task, paths, top_k=10):
     """
     check_files_exist(paths)  # before the model loads
     task = preset_or_task
-    if isinstance(task, str):
+    if isinstance(task, str | os.PathLike):
         task = load_task(task)
-    if not hasattr(task, "predict_labels"):
-        raise ValueError(
-            f"{type(task).__name__} predicts class ids, not caption labels; "
-            f"`predict` needs a SuperClass or CatLIP task preset."
-        )
-    images = read_images(paths)
-    if not images:
-        return []
-    return task.predict_labels(images, top_k=top_k)
+    if hasattr(task, "predict_labels"):
+        images = read_images(paths)
+        return task.predict_labels(images, top_k=top_k) if images else []
+    if hasattr(task, "num_classes"):
+        class_names = None
+        if task is not preset_or_task:
+            class_names = preset_class_names(preset_or_task)
+        images = read_images(paths)
+        if not images:
+            return []
+        return predict_classes(task, images, top_k, class_names)
+    raise ValueError(
+        f"{type(task).__name__} is neither a pretraining task nor an image "
+        f"classifier; `predict` cannot name its outputs."
+    )

@@ -430,6 +430,19 @@ def test_classifier_preset_round_trip(tmp_path):
             keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)
         )
     assert len(factor_sets(loaded.backbone)) == FACTOR_SETS["crunet_tiny"]
+    # A classifier preset predicts classes; without names, their ids.
+    from PIL import Image
+
+    from keras_superclass.inference import predict_classes
+    from keras_superclass.inference import predict_files
+
+    pixels = np.random.default_rng(0).integers(0, 256, (24, 20, 3), "uint8")
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    (labels,) = predict_files(preset, [str(tmp_path / "photo.png")], top_k=3)
+    assert sorted(t["label"] for t in labels) == ["0", "1", "2"]
+    assert sum(t["score"] for t in labels) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValueError, match="2 class names for a classifier of 3"):
+        predict_classes(loaded, [pixels], class_names=["a", "b"])
 
 
 # --- SuperClass pretraining with a CRU-Net image encoder --------------------

@@ -146,6 +146,44 @@ def test_preset_round_trip_and_pretrained_encoder(tmp_path):
         SuperClassImageClassifier.from_preset(tmp_path / "missing")
 
 
+def test_finetune_api_runs_without_misleading_keras_warnings(tmp_path):
+    import warnings
+
+    from PIL import Image
+
+    from keras_superclass.training.finetune import finetune
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 6), ("test", 3)):
+        for name, colour in (("red", (220, 30, 30)), ("blue", (30, 40, 220))):
+            folder = tmp_path / split / name
+            os.makedirs(folder)
+            for i in range(count):
+                pixels = np.full((20, 24, 3), colour, "uint8")
+                pixels += rng.integers(0, 30, pixels.shape, dtype="uint8")
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    SuperClassClassifier.from_preset(
+        "superclass_vit_ti16", vocabulary_size=10, **TINY_VIT
+    ).save_to_preset(str(tmp_path / "pretrained"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, results = finetune(
+            str(tmp_path / "pretrained"),
+            str(tmp_path / "train"),
+            test=str(tmp_path / "test"),
+            epochs=2,
+            batch_size=4,
+            verbose=0,
+        )
+    # Keras's "shuffle=True ... will be ignored" and "Your input ran out
+    # of data" say nothing true about a fine-tuning run.
+    misleading = ("`shuffle=True` was passed", "ran out of data")
+    said = [str(w.message) for w in caught]
+    assert not [m for m in said if any(t in m for t in misleading)], said
+    assert results["class_names"] == ["blue", "red"]
+    assert results["train_examples"] == 12
+
+
 @pytest.mark.skipif(
     keras.config.backend() != "tensorflow",
     reason="The CLI walk is backend-neutral glue (data listing, fit, preset "
@@ -180,6 +218,23 @@ def test_finetune_cli_walk_on_demo_data(tmp_path, monkeypatch, capsys):
     model = SuperClassImageClassifier.from_preset("classifier")
     assert model.num_classes == 5
     assert not os.path.exists("classifier.tmp")
+    # `predict` names the classes as fine-tuning saw them.
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (20, 30, 3), "uint8")
+    Image.fromarray(pixels).save("photo.png")
+    assert (
+        main(["predict", "photo.png", "--preset", "classifier", "--json"]) == 0
+    )
+    labels = json.loads(capsys.readouterr().out.strip())["labels"]
+    assert sorted(t["label"] for t in labels) == sorted(results["class_names"])
+    logits = model.predict(model.preprocessor.image_converter([pixels]))
+    expected = keras.ops.convert_to_numpy(keras.ops.softmax(logits))[0]
+    names = results["class_names"]
+    for entry in labels:
+        assert entry["score"] == pytest.approx(
+            float(expected[names.index(entry["label"])]), abs=1e-5
+        )
 
 
 @pytest.mark.slow

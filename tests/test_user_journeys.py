@@ -66,6 +66,7 @@ def write_user_data(root, count=24):
             caption = root / f"s{i}.txt"
             caption.write_text(f"a photo number {i}")
             tar.add(caption, arcname=f"s{i}.txt")
+    table = ["file,label,split"]
     for split in ("train", "test"):
         for name, colour in COLOURS.items():
             folder = root / "probe" / split / name
@@ -74,6 +75,8 @@ def write_user_data(root, count=24):
                 pixels = np.full((40, 56, 3), colour, "uint8")
                 pixels += rng.integers(0, 40, pixels.shape, dtype="uint8")
                 Image.fromarray(pixels).save(folder / f"{i}.jpg")
+                table.append(f"probe/{split}/{name}/{i}.jpg,{name},{split}")
+    (root / "labels.csv").write_text("\n".join(table) + "\n")
 
 
 @pytest.mark.skipif(
@@ -96,6 +99,43 @@ def test_readme_command_lines_run_as_written(tmp_path, monkeypatch, capsys):
     with open("eval/results.json") as f:
         assert "linear_probe" in json.load(f)
     assert os.path.isfile("demo_output/synset_vocabulary.json")
+
+
+@pytest.mark.skipif(
+    keras.config.backend() != "tensorflow",
+    reason="The README's fine-tuning block runs once per suite run "
+    "(tensorflow: the fastest fit here); the tests of test_finetune.py run "
+    "its pieces on every backend.",
+)
+def test_readme_finetune_block_runs_as_written(tmp_path, monkeypatch, capsys):
+    from keras_superclass.models import SuperClassClassifier
+
+    write_user_data(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    # `my_preset` as `export` writes it, at a tiny size.
+    SuperClassClassifier.from_preset(
+        "superclass_vit_ti16",
+        vocabulary_size=10,
+        normalize_images=True,
+        image_shape=(32, 32, 3),
+        patch_size=8,
+        num_layers=1,
+        hidden_dim=16,
+        mlp_dim=32,
+        num_heads=2,
+    ).save_to_preset("my_preset")
+    block = readme_block("bash", "keras-superclass finetune")
+    lines = [x for x in block.splitlines() if x.startswith("keras-superclass")]
+    assert len(lines) == 4
+    for line in lines:
+        if " finetune " in line:
+            line = line.split("#")[0] + " --epochs 1 --batch-size 8"
+        out = run_cli(line, capsys)
+    assert out.startswith("probe/test/red/0.jpg: ")
+    assert {word for word in out.split() if word.isalpha()} <= set(COLOURS)
+    for out in ("my_classifier", "scratch"):
+        with open(f"{out}/finetune_results.json") as f:
+            assert sorted(json.load(f)["class_names"]) == sorted(COLOURS)
 
 
 @pytest.mark.skipif(

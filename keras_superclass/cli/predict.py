@@ -1,4 +1,4 @@
-"""`keras-superclass predict`: top-k caption tokens of images."""
+"""`keras-superclass predict`: top-k caption tokens or classes of images."""
 
 import json
 
@@ -6,9 +6,11 @@ import json
 def add_parser(subparsers):
     parser = subparsers.add_parser(
         "predict",
-        help="print the top-k predicted tokens (or synsets) of images",
-        description="Load a trained task preset (with its tokenizer) and "
-        "print the k highest-scoring tokens of each image.",
+        help="print the top-k predicted tokens, synsets or classes of images",
+        description="Load a trained task preset (with its tokenizer) or a "
+        "fine-tuned classifier preset and print the k highest-scoring "
+        "tokens (synsets for CatLIP, classes for a classifier) of each "
+        "image.",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE")
     parser.add_argument("--preset", required=True, help="task preset directory")

@@ -10,6 +10,7 @@ preset (atomically, with `finetune_results.json` inside).
 
 import math
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -175,9 +176,18 @@ def finetune(
     # Repeated with a known epoch length: Keras then neither guesses the
     # length in the first epoch nor warns that the data ran out.
     history = model.fit(
-        train.repeat(), epochs=epochs, steps_per_epoch=steps, verbose=verbose
+        train.repeat(),
+        epochs=epochs,
+        steps_per_epoch=steps,
+        verbose=verbose,
+        shuffle=False,  # the reader shuffles; Keras would warn it cannot
     )
-    loss, accuracy = model.evaluate(test_data, verbose=0)
+    with warnings.catch_warnings():
+        # Read to its end on purpose: a test stream whose length tf.data
+        # cannot know (corrupt files are filtered out) makes Keras warn
+        # that the input "ran out of data; interrupting training".
+        warnings.filterwarnings("ignore", "Your input ran out of data")
+        loss, accuracy = model.evaluate(test_data, verbose=0)
     results = {
         "accuracy": float(accuracy),
         "loss": float(loss),
