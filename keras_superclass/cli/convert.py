@@ -29,8 +29,8 @@ _ARCHITECTURE_FLAGS = {
 def add_parser(subparsers):
     parser = subparsers.add_parser(
         "convert",
-        help="Convert an OpenCLIP / SuperClass PyTorch checkpoint into a "
-        "keras-hub preset directory.",
+        help="convert an OpenCLIP / SuperClass PyTorch checkpoint into a "
+        "keras-hub preset directory",
         description="Builds a SuperClassClassifier from an architecture "
         "preset, loads a reference checkpoint (OpenCLIP vision tower, "
         "OpenCLIP CLIP or SuperClass, .pt/.pth/.bin/.safetensors/.npz) and "

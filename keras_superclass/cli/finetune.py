@@ -12,7 +12,7 @@ per-epoch history and the class names).
 def add_parser(subparsers):
     parser = subparsers.add_parser(
         "finetune",
-        help="Fine-tune a pretrained encoder as an image classifier.",
+        help="fine-tune a pretrained encoder as an image classifier",
         description=__doc__,
     )
     parser.add_argument(

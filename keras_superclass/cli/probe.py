@@ -22,7 +22,7 @@ def _int_list(text):
 def add_parser(subparsers):
     parser = subparsers.add_parser(
         "probe",
-        help="Evaluate a frozen image encoder (linear probe, kNN, few-shot).",
+        help="evaluate a frozen image encoder (linear probe, kNN, few-shot)",
         description=__doc__,
     )
     parser.add_argument(

@@ -24,7 +24,7 @@ def load_image_text_model(preset):
 def add_parser(subparsers):
     parser = subparsers.add_parser(
         "retrieval",
-        help="Image <-> text retrieval recall@K on captioned shards.",
+        help="image <-> text retrieval recall@K on captioned shards",
         description=__doc__,
     )
     parser.add_argument(

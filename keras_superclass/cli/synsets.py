@@ -10,8 +10,8 @@ from keras_superclass.data import synsets
 def add_parser(subparsers):
     parser = subparsers.add_parser(
         "synsets",
-        help="Count WordNet noun synsets in captions and write the CatLIP "
-        "vocabulary (JSON).",
+        help="count WordNet noun synsets in captions and write the CatLIP "
+        "vocabulary (JSON)",
         description="Mines WordNet noun synsets from captions as CatLIP does "
         "and keeps those seen in more than --min-count captions, the "
         "--max-size most frequent. Captions: text files (one per line), "

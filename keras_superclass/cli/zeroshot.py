@@ -13,7 +13,7 @@ from keras_superclass.cli.retrieval import load_image_text_model
 def add_parser(subparsers):
     parser = subparsers.add_parser(
         "zeroshot",
-        help="Zero-shot classification of labelled images with prompts.",
+        help="zero-shot classification of labelled images with prompts",
         description=__doc__,
     )
     parser.add_argument(
