@@ -165,6 +165,11 @@ def test_lit_on_demo_encoder_zero_shot_and_retrieval_cli(
     # Chance: 1/5 for shape, 1/6 for colour.
     assert shape["num_images"] == 256 and shape["top1"] > SHAPE_MIN
     assert colour["top1"] > 0.4
+    # Top-5 of 5 shapes is always 1: left out; of 6 colours it is kept.
+    assert shape["top5"] is None and colour["top5"] >= colour["top1"]
     # 256 captions: chance recall@10 is 10 / 256 = 0.04.
     assert retrieval["image_to_text_R@10"] > 0.1
-    assert "top-1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    # Each summary starts its own line, after the progress bar's.
+    assert "\nzero-shot on 256 images, 5 classes, 2 templates: top-1 " in out
+    assert ", 6 classes, 2 templates: top-1 0." in out and "top-5" in out

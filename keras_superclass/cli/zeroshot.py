@@ -78,11 +78,15 @@ def run(args):
         for k, v in result.items()
         if k not in ("predictions", "labels", "class_names")
     }
+    accuracies = ", ".join(
+        f"top-{k} {summary[f'top{k}']:.4f}"
+        for k in (1, 5)
+        if summary[f"top{k}"] is not None
+    )
     print(
         f"zero-shot on {summary['num_images']} images, "
         f"{summary['num_classes']} classes, {summary['num_templates']} "
-        f"templates: top-1 {summary['top1']:.4f}, top-5 "
-        f"{summary['top5']:.4f}"
+        f"templates: {accuracies}"
     )
     if args.out:
         atomic_write_json(args.out, summary)

@@ -92,7 +92,9 @@ class FeatureExtractor:
             keras.utils.Progbar(steps, unit_name="batch") if verbose else None
         )
         all_features, all_labels = [], []
-        for step, batch in enumerate(batches):
+        batches_read = 0
+        for batch in batches:
+            batches_read += 1
             if not isinstance(batch, (tuple, list)) or len(batch) < 2:
                 raise ValueError(
                     "Each batch must be `(images, integer_labels)`; got "
@@ -112,7 +114,9 @@ class FeatureExtractor:
             all_features.append(self._predict(images))
             all_labels.append(check_integer_labels(batch_labels))
             if progbar is not None:
-                progbar.update(step + 1)
+                progbar.update(batches_read)
+        if progbar is not None:  # ends the line when the length was unknown
+            progbar.update(batches_read, finalize=True)
         if not all_features:
             raise ValueError(
                 "The dataset is empty: no images to extract features from. "

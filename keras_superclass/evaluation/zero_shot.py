@@ -110,6 +110,8 @@ def image_embeddings(model, dataset, verbose=False):
         labels.append(np.asarray(batch_labels).reshape(-1))
         if progbar is not None:
             progbar.update(step + 1)
+    if progbar is not None:  # ends the bar's line when the length was unknown
+        progbar.update(len(features), finalize=True)
     if not features:
         raise ValueError("No images to classify: the dataset is empty.")
     return _l2(np.concatenate(features)), np.concatenate(labels)
@@ -155,7 +157,8 @@ def zero_shot_classify(
         verbose: progress bar over the image batches.
 
     Returns:
-        A dict: `top1`, `top5`, ... accuracies, `num_images`,
+        A dict: `top1`, `top5`, ... accuracies (`None` for a k of at
+        least the number of classes), `num_images`,
         `num_classes`, `num_templates`, `class_names`, and `predictions`
         (`(N,)` class ids) and `labels`.
     """
@@ -192,8 +195,13 @@ def zero_shot_classify(
             f"{len(class_names)} names were given."
         )
     scores = features @ weights.T
+    # Top-k over k or fewer classes is always 1: left out (None), as in
+    # `evaluate_features`.
     result = {
-        f"top{k}": top_k_accuracy(scores, labels, k) for k in sorted(top_k)
+        f"top{k}": top_k_accuracy(scores, labels, k)
+        if k == 1 or k < len(class_names)
+        else None
+        for k in sorted(top_k)
     }
     result.update(
         num_images=int(labels.shape[0]),
