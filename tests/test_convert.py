@@ -370,3 +370,37 @@ def test_parameter_counts_match_reference(preset):
         del model
         keras.backend.clear_session()
         gc.collect()
+
+
+class _WritesAFile:
+    """A pickle that, if unpickled, creates `path`: what a hostile
+    checkpoint would do with any other callable."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_checkpoints_are_read_weights_only(tmp_path):
+    from keras_superclass.convert.files import read_state_dict
+
+    marker = tmp_path / "unpickled"
+    hostile = tmp_path / "hostile.pt"
+    torch.save({"w": torch.zeros(2), "x": _WritesAFile(str(marker))}, hostile)
+    with pytest.raises(ValueError, match="Unsupported global") as error:
+        read_state_dict(hostile)
+    assert not marker.exists()
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    for path in (hostile, garbage):
+        with pytest.raises(ValueError, match="weights-only") as error:
+            read_state_dict(path)
+        # torch's own advice (load with weights_only=False) is not passed on.
+        assert "weights_only" not in str(error.value)
+        assert "state_dict()" in str(error.value)
+    torch.save({"w": torch.ones(2)}, tmp_path / "plain.pt")
+    np.testing.assert_array_equal(
+        read_state_dict(tmp_path / "plain.pt")["w"].numpy(), np.ones(2)
+    )

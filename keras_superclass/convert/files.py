@@ -64,6 +64,18 @@ def _read_npz(path):
         ) from None
 
 
+def _torch_load_reason(error):
+    """What `torch.load` objected to, without its advice to load with
+    `weights_only=False` (arbitrary code execution)."""
+    text = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        reason = text.split(marker, 1)[1].strip().split("\n\n")[0]
+        return f"not tensors and plain containers: {reason.strip()}"
+    first_line = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(error).__name__}: {first_line}"
+
+
 def read_state_dict(path):
     """Reads a checkpoint file into a `{name: np.ndarray}` dict.
 
@@ -93,9 +105,12 @@ def read_state_dict(path):
         except Exception as error:
             raise ValueError(
                 f"Could not read {path!r} as a weights-only PyTorch "
-                f"checkpoint ({type(error).__name__}: {error}). Only "
-                f"tensors and plain containers are accepted; arbitrary "
-                f"pickled objects are never loaded."
+                f"checkpoint ({_torch_load_reason(error)}). Only tensors "
+                f"and plain containers are accepted; arbitrary pickled "
+                f"objects are never loaded. From a checkpoint you trust "
+                f"that holds other objects, save its state dict alone "
+                f"(`torch.save(model.state_dict(), 'weights.pt')`) or "
+                f"write it as .safetensors."
             ) from error
         return data
     raise ValueError(
