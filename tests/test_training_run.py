@@ -240,6 +240,11 @@ def test_tensorboard_plain_log_quiet_output_and_finished_resume(
         header = f.readline().strip().split(",")
     assert "loss" in header
     assert not [h for h in header if h.startswith("val_")], header
+    # Throughput: in the bar of an epoch's later steps and in the log.
+    with open(run_dir / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert all(float(row["images_per_second"]) > 0 for row in rows), rows
+    assert "images_per_second: " in result.stdout
     noise = [x for x in result.stderr.splitlines() if NOISE.match(x)]
     assert not noise, result.stderr
 

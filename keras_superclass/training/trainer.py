@@ -12,6 +12,7 @@ used, so a deterministic run continues exactly where it stopped.
 import csv
 import math
 import os
+import time
 import warnings
 
 import keras
@@ -141,6 +142,43 @@ class _CSVLogger(keras.callbacks.CSVLogger):
                     header = next(csv.reader(f), [])[1:]
             self.keys = header or sorted(logs or {})
         super().on_epoch_end(epoch, logs)
+
+
+class ThroughputLogger(keras.callbacks.Callback):
+    """Adds `images_per_second` to the logs, so the progress bar, `log.csv`
+    and TensorBoard show it.
+
+    Wall clock between batch ends from each epoch's second batch on (the
+    first holds compilation and the reader's start-up): input reading and
+    the step together, as the run experiences them. `batch_size` is the
+    images of one Keras step over all devices (the micro-batch).
+    """
+
+    def __init__(self, batch_size):
+        super().__init__()
+        self.batch_size = int(batch_size)
+        self._start = None
+        self._batches = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start, self._batches = None, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if self._start is None:
+            self._start = now
+            return
+        self._batches += 1
+        if logs is not None:
+            logs["images_per_second"] = self.images_per_second(now)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self._batches:
+            logs["images_per_second"] = self.images_per_second()
+
+    def images_per_second(self, now=None):
+        elapsed = (now or time.perf_counter()) - self._start
+        return self._batches * self.batch_size / max(elapsed, 1e-9)
 
 
 def check_data_shards(manager, meta, distribution):
@@ -275,6 +313,8 @@ def _train(config, resume, callbacks, verbose, distribution):
         _truncate_log(log_path, initial_epoch)
     shards = {"data_shards": distribution.data_shard_count}
     all_callbacks = [
+        # First: the bar, the CSV and TensorBoard read what it adds.
+        ThroughputLogger(t["micro_batch_size"]),
         # Before the report, so its line follows the finished epoch's bar.
         keras.callbacks.ProgbarLogger(),
         keras.callbacks.TerminateOnNaN(),
@@ -284,7 +324,7 @@ def _train(config, resume, callbacks, verbose, distribution):
         CorruptRecordReport(dataset),
     ]
     if chief:  # one writer of the run directory
-        all_callbacks.insert(2, _CSVLogger(log_path, append=True))
+        all_callbacks.insert(3, _CSVLogger(log_path, append=True))
     if config["checkpoint"]["tensorboard"] and chief:
         all_callbacks.append(
             keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"))
