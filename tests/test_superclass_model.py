@@ -292,6 +292,36 @@ def test_architecture_presets_build_with_overrides():
     assert model.predict(images(1, 64), verbose=0).shape == (1, 100)
 
 
+@pytest.mark.parametrize("normalize", [False, True])
+def test_converter_takes_images_as_users_hold_them(normalize):
+    from keras_superclass.layers import SuperClassImageConverter
+
+    converter = SuperClassImageConverter(16, normalize=normalize)
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (20, 24, 3), "uint8")
+    gray = rgb[..., 0]
+
+    def prepare(images):
+        return ops.convert_to_numpy(converter(images))
+
+    expected = prepare(rgb)
+    # What `np.asarray(PIL.Image.open(path))` gives: gray, RGBA, floats.
+    np.testing.assert_allclose(
+        prepare(np.dstack([rgb, rgb[..., :1]])), expected
+    )
+    np.testing.assert_allclose(prepare(rgb.astype("float32")), expected)
+    np.testing.assert_allclose(prepare(gray), prepare(np.dstack([gray] * 3)))
+    np.testing.assert_allclose(prepare(gray[..., None]), prepare(gray))
+    np.testing.assert_allclose(prepare([rgb, rgb[:17]])[0], expected)
+    with pytest.raises(ValueError, match=r"scaled to \[0, 1\]"):
+        prepare(rgb.astype("float32") / 255)
+    with pytest.raises(ValueError, match=r"got shape \(20, 24, 2\)"):
+        prepare(rgb[..., :2])
+    # Its own output goes through unchanged (a task's predict prepares
+    # images its preprocessor already prepared).
+    np.testing.assert_allclose(prepare(expected), expected)
+
+
 def test_on_device_normalisation_equals_host_normalisation(tmp_path):
     from keras_superclass.layers import ImageNormalization
     from keras_superclass.layers import SuperClassImageConverter

@@ -27,6 +27,44 @@ def to_backend(value):
     return keras.ops.convert_to_tensor(np.asarray(value))
 
 
+def as_rgb_pixels(images):
+    """Images given as arrays, as RGB pixel values in [0, 255].
+
+    Grayscale (`(H, W)` or one channel) is repeated to three channels and
+    an alpha channel dropped, as decoding a file does (what
+    `np.asarray(PIL.Image.open(path))` gives for a gray or RGBA PNG).
+    Float images scaled to [0, 1] are refused: the converter would read
+    them as nearly black.
+
+    Example:
+    >>> as_rgb_pixels(np.zeros((4, 5), "uint8")).shape
+    (4, 5, 3)
+    >>> as_rgb_pixels(np.zeros((2, 4, 5, 4), "uint8")).shape
+    (2, 4, 5, 3)
+    """
+    if images.ndim == 2:
+        images = images[..., None]
+    channels = images.shape[-1] if images.ndim in (3, 4) else None
+    if channels not in (1, 3, 4):
+        raise ValueError(
+            f"Expected images of shape (H, W, 3) or a batch (B, H, W, 3) "
+            f"(grayscale and RGBA are converted), got shape {images.shape}."
+        )
+    if channels == 1:
+        images = np.repeat(images, 3, axis=-1)
+    elif channels == 4:
+        images = images[..., :3]
+    if images.dtype.kind == "f" and images.size:
+        top = float(np.max(images))
+        if 0.0 < top <= 1.0:
+            raise ValueError(
+                f"The images look scaled to [0, 1] (largest value {top:.3g})"
+                f"; give pixel values in [0, 255] (uint8, or floats "
+                f"multiplied by 255)."
+            )
+    return images
+
+
 # keras-hub `ImageConverter` arguments this converter sets itself.
 _DERIVED = (
     "scale",
@@ -185,7 +223,23 @@ class SuperClassImageConverter(keras_hub.layers.ImageConverter):
             return keras.ops.stack([self(image) for image in images])
         if not tf.inside_function():
             images = np.asarray(images)
+            if not self._is_prepared(images):
+                images = as_rgb_pixels(images)
+                if self.normalize and images.dtype.kind == "f":
+                    # Pixels as floats: not to be taken as prepared below.
+                    images = np.clip(np.round(images), 0, 255).astype("uint8")
         return to_backend(self._prepare(tf.convert_to_tensor(images)))
+
+    def _is_prepared(self, images):
+        """Whether float images are this converter's own output: its size,
+        three channels, values a normalisation can give."""
+        if not (self.normalize and images.dtype.kind == "f"):
+            return False
+        if images.shape[-3:] != (*self.image_size, 3) or not images.size:
+            return False
+        mean, std = np.asarray(self.mean), np.asarray(self.std)
+        low, high = np.min(-mean / std), np.max((1 - mean) / std)
+        return low - 1e-3 <= images.min() and images.max() <= high + 1e-3
 
     def get_config(self):
         config = super().get_config()
