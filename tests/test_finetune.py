@@ -21,6 +21,17 @@ TINY_VIT = dict(
 )
 
 
+def save_pretrained(path):
+    """A tiny pretrained SuperClass preset at `path`, as `export` writes it
+    (uint8 in, normalised on the device)."""
+    SuperClassClassifier.from_preset(
+        "superclass_vit_ti16",
+        vocabulary_size=10,
+        normalize_images=True,
+        **TINY_VIT,
+    ).save_to_preset(str(path))
+
+
 def tiny_classifier(**kwargs):
     return SuperClassImageClassifier.from_preset(
         "superclass_vit_ti16", num_classes=3, **{**TINY_VIT, **kwargs}
@@ -162,9 +173,7 @@ def test_finetune_api_runs_without_misleading_keras_warnings(tmp_path):
                 pixels = np.full((20, 24, 3), colour, "uint8")
                 pixels += rng.integers(0, 30, pixels.shape, dtype="uint8")
                 Image.fromarray(pixels).save(folder / f"{i}.png")
-    SuperClassClassifier.from_preset(
-        "superclass_vit_ti16", vocabulary_size=10, **TINY_VIT
-    ).save_to_preset(str(tmp_path / "pretrained"))
+    save_pretrained(tmp_path / "pretrained")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _, results = finetune(
@@ -196,14 +205,8 @@ def test_finetune_cli_walk_on_demo_data(tmp_path, monkeypatch, capsys):
 
     monkeypatch.chdir(tmp_path)
     write_demo_dataset("demo", num_train=32, num_test=16, progress=False)
-    # A pretrained preset as `export` writes it (uint8 in, normalised on
-    # the device): the classifier must take its converter, normalising.
-    SuperClassClassifier.from_preset(
-        "superclass_vit_ti16",
-        vocabulary_size=10,
-        normalize_images=True,
-        **TINY_VIT,
-    ).save_to_preset("pretrained")
+    # The classifier must take the preset's converter, normalising.
+    save_pretrained("pretrained")
     args = "finetune --preset pretrained --images demo/train --test demo/test"
     args += " --label-feature label_shape --epochs 2 --batch-size 16"
     assert main([*args.split(), "--out", "classifier"]) == 0

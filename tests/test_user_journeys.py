@@ -108,22 +108,11 @@ def test_readme_command_lines_run_as_written(tmp_path, monkeypatch, capsys):
     "its pieces on every backend.",
 )
 def test_readme_finetune_block_runs_as_written(tmp_path, monkeypatch, capsys):
-    from keras_superclass.models import SuperClassClassifier
+    from test_finetune import save_pretrained
 
     write_user_data(tmp_path)
     monkeypatch.chdir(tmp_path)
-    # `my_preset` as `export` writes it, at a tiny size.
-    SuperClassClassifier.from_preset(
-        "superclass_vit_ti16",
-        vocabulary_size=10,
-        normalize_images=True,
-        image_shape=(32, 32, 3),
-        patch_size=8,
-        num_layers=1,
-        hidden_dim=16,
-        mlp_dim=32,
-        num_heads=2,
-    ).save_to_preset("my_preset")
+    save_pretrained("my_preset")
     block = readme_block("bash", "keras-superclass finetune")
     lines = [x for x in block.splitlines() if x.startswith("keras-superclass")]
     assert len(lines) == 4
