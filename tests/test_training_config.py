@@ -65,6 +65,9 @@ def test_unknown_key_names_the_key_and_the_file(tmp_path):
     path.write_text("training:\n  learning_rat: 0.1\n  total_steps: 5\n")
     with pytest.raises(ConfigError, match=r"training\.learning_rat.*bad\.yaml"):
         load_config(str(path))
+    # A key people look for that does nothing here says what to do.
+    with pytest.raises(ConfigError, match="no validation pass.*probe"):
+        load_config("demo_tiny", ["data.validation=val/*.tfrecord"])
 
 
 def test_malformed_configs(tmp_path):

@@ -55,7 +55,6 @@ DEFAULTS = {
     },
     "data": {
         "train": None,  # TFRecord glob
-        "validation": None,
         # clip | wordpiece | sentencepiece | word | a tokenizer preset dir.
         "tokenizer": "clip",
         # For CatLIP: a synset vocabulary JSON; labels from the shards.
@@ -132,6 +131,16 @@ def resolve_config_path(path_or_name):
     )
 
 
+# Keys users look for that are not settings here, and what to do instead.
+_NOT_CONFIG_KEYS = {
+    "data.validation": (
+        " Pretraining runs no validation pass here: "
+        "evaluate a run with `keras-superclass export` and then `probe` "
+        "(or `zeroshot` / `retrieval` after LiT) on held-out data."
+    ),
+}
+
+
 def _where(source):
     """`source` (a file, "the command line", ...) as a phrase."""
     if source == "the command line":
@@ -148,7 +157,7 @@ def _merge(base, update, source, origins, prefix=""):
             known = ", ".join(sorted(base))
             raise ConfigError(
                 f"Unknown config key '{dotted}' {_where(source)}. Known "
-                f"keys here: {known}."
+                f"keys here: {known}.{_NOT_CONFIG_KEYS.get(dotted, '')}"
             )
         if isinstance(base[key], dict):
             if not isinstance(value, dict):

@@ -116,7 +116,6 @@ RULES = {
     "loss.idf": ("choice", _idf_modes),
     "loss.document_frequencies": ("text?",),
     "data.train": ("globs?",),
-    "data.validation": ("globs?",),
     "data.tokenizer": ("text",),
     "data.synset_vocabulary": ("text?",),
     "data.max_labels": ("int", 1),
