@@ -1,4 +1,4 @@
-"""Predict the labels (caption tokens or synsets) of image files."""
+"""Predict the labels (caption tokens, synsets or classes) of image files."""
 
 import os
 
