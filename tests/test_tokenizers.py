@@ -395,6 +395,11 @@ def test_trained_tokenizers(tmp_path, kind, size, cls):
     assert _graph_ids(loaded, corpus[:20]) == ids
 
 
+def test_sentencepiece_on_too_few_captions_names_the_fix():
+    with pytest.raises(ValueError, match="smaller `vocabulary_size` .`--size`"):
+        SentencePieceTokenizer.train(["a red cat", "a blue dog"] * 3, 500)
+
+
 def test_word_tokenizer_semantics():
     corpus = ["a cat", "a cat", "a dog", "A Dog toy", "rare"]
     tokenizer = WordTokenizer.train(corpus, vocabulary_size=10, min_count=2)

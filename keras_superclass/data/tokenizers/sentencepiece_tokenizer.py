@@ -54,7 +54,8 @@ class SentencePieceTokenizer(keras_hub.tokenizers.SentencePieceTokenizer):
         except RuntimeError as error:
             raise ValueError(
                 f"SentencePiece training failed ({error}). With few captions "
-                f"use a smaller `vocabulary_size`."
+                f"use a smaller `vocabulary_size` (`--size` of "
+                f"`keras-superclass vocab`)."
             ) from error
         return cls(proto=proto, **kwargs)
 
