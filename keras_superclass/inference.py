@@ -135,17 +135,19 @@ def predict_files(preset_or_task, paths, top_k=10):
     if isinstance(task, str | os.PathLike):
         task = load_task(task)
     if hasattr(task, "predict_labels"):
-        images = read_images(paths)
-        return task.predict_labels(images, top_k=top_k) if images else []
-    if hasattr(task, "num_classes"):
+        predict = task.predict_labels
+    elif hasattr(task, "num_classes"):
         class_names = None
         if task is not preset_or_task:
             class_names = preset_class_names(preset_or_task)
-        images = read_images(paths)
-        if not images:
-            return []
-        return predict_classes(task, images, top_k, class_names)
-    raise ValueError(
-        f"{type(task).__name__} is neither a pretraining task nor an image "
-        f"classifier; `predict` cannot name its outputs."
-    )
+
+        def predict(images, top_k):
+            return predict_classes(task, images, top_k, class_names)
+
+    else:
+        raise ValueError(
+            f"{type(task).__name__} is neither a pretraining task nor an "
+            f"image classifier; `predict` cannot name its outputs."
+        )
+    images = read_images(paths)
+    return predict(images, top_k=top_k) if images else []

@@ -443,6 +443,9 @@ def test_classifier_preset_round_trip(tmp_path):
     assert sum(t["score"] for t in labels) == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(ValueError, match="2 class names for a classifier of 3"):
         predict_classes(loaded, [pixels], class_names=["a", "b"])
+    # A backbone has no labels to name.
+    with pytest.raises(ValueError, match="neither a pretraining task"):
+        predict_files(loaded.backbone, [str(tmp_path / "photo.png")])
 
 
 # --- SuperClass pretraining with a CRU-Net image encoder --------------------
