@@ -310,6 +310,11 @@ def test_converter_takes_images_as_users_hold_them(normalize):
         prepare(np.dstack([rgb, rgb[..., :1]])), expected
     )
     np.testing.assert_allclose(prepare(rgb.astype("float32")), expected)
+    # Float pixels already at the output size are pixels, not prepared.
+    square = rgb[:16, :16]
+    np.testing.assert_allclose(
+        prepare(square.astype("float32")), prepare(square), atol=1e-6
+    )
     np.testing.assert_allclose(prepare(gray), prepare(np.dstack([gray] * 3)))
     np.testing.assert_allclose(prepare(gray[..., None]), prepare(gray))
     np.testing.assert_allclose(prepare([rgb, rgb[:17]])[0], expected)

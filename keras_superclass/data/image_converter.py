@@ -97,9 +97,10 @@ class SuperClassImageConverter(keras_hub.layers.ImageConverter):
       `False` (the default of the tasks, which normalise on the device)
       the output stays uint8 in [0, 255].
 
-    Integer images are raw pixels. Float images are taken as pixels in
-    [0, 255] when `normalize=False`, and as already prepared when
-    `normalize=True`. Images already at `image_size` are not resized, so
+    Integer images are raw pixels, and so are float images, in [0, 255],
+    unless they are this converter's own normalised output (inside
+    `tf.data`, any float images of a normalising converter are taken as
+    such). Images already at `image_size` are not resized, so
     applying the converter twice changes nothing: a dataset mapped with a
     task's preprocessor can be given to the task's `fit`, which maps it
     again.
@@ -195,9 +196,7 @@ class SuperClassImageConverter(keras_hub.layers.ImageConverter):
         return image
 
     def _prepare(self, images):
-        """TF batch or single image -> prepared TF tensor."""
-        if images.dtype.is_floating and self.normalize:
-            return images  # already prepared
+        """TF batch or single image of pixels -> prepared TF tensor."""
         if tuple(images.shape[-3:-1]) != self.image_size:
             pixels = images
             if pixels.dtype != tf.uint8:
@@ -221,20 +220,29 @@ class SuperClassImageConverter(keras_hub.layers.ImageConverter):
         if isinstance(images, list | tuple):
             # Images of different sizes: prepare each, then stack.
             return keras.ops.stack([self(image) for image in images])
-        if not tf.inside_function():
+        if tf.inside_function():
+            images = tf.convert_to_tensor(images)
+        else:
             images = np.asarray(images)
-            if not self._is_prepared(images):
-                images = as_rgb_pixels(images)
-                if self.normalize and images.dtype.kind == "f":
-                    # Pixels as floats: not to be taken as prepared below.
-                    images = np.clip(np.round(images), 0, 255).astype("uint8")
+        if self._is_prepared(images):
+            return to_backend(images)
+        if not tf.inside_function():
+            images = as_rgb_pixels(images)
         return to_backend(self._prepare(tf.convert_to_tensor(images)))
 
     def _is_prepared(self, images):
-        """Whether float images are this converter's own output: its size,
-        three channels, values a normalisation can give."""
-        if not (self.normalize and images.dtype.kind == "f"):
+        """Whether images are this converter's own output, so that a second
+        application changes nothing.
+
+        Eager arrays are checked for it (float, its size, three channels,
+        values a normalisation can give), so float pixels are not mistaken
+        for it; inside `tf.data` the values are unknown when the graph is
+        built, so any float tensor of a normalising converter counts.
+        """
+        if not (self.normalize and keras.backend.is_float_dtype(images.dtype)):
             return False
+        if tf.is_tensor(images):
+            return True
         if images.shape[-3:] != (*self.image_size, 3) or not images.size:
             return False
         mean, std = np.asarray(self.mean), np.asarray(self.std)
