@@ -19,13 +19,16 @@ import os
 import re
 
 import numpy as np
-from keras import ops
 
 from keras_superclass.convert.files import read_state_dict
 from keras_superclass.convert.files import to_numpy
 from keras_superclass.convert.report import ConversionReport
 from keras_superclass.convert.report import check_names
 from keras_superclass.convert.report import few_keys
+from keras_superclass.convert.vit_weights import dense_pairs
+from keras_superclass.convert.vit_weights import fit_positions
+from keras_superclass.convert.vit_weights import layer_norm_pairs
+from keras_superclass.convert.vit_weights import tower_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -137,106 +140,15 @@ def infer_vocabulary_size(state_dict):
     return None
 
 
-# === Layout transforms (PyTorch -> Keras) ===
-
-
-def _linear(weight):
-    """`nn.Linear` weight `(out, in)` -> Dense kernel `(in, out)`."""
-    return np.ascontiguousarray(weight.T)
-
-
-def _conv(weight):
-    """Conv weight OIHW -> Keras HWIO."""
-    return np.ascontiguousarray(np.transpose(weight, (2, 3, 1, 0)))
-
-
-def _identity(value):
-    return value
-
-
-def _resize_positions(table, source_grid, target_grid, num_prefix):
-    """Bilinearly resizes the patch part of a `(N, W)` position table."""
-    width = table.shape[-1]
-    prefix, grid = table[:num_prefix], table[num_prefix:]
-    grid = grid.reshape(1, *source_grid, width).astype("float32")
-    grid = ops.image.resize(
-        grid, target_grid, interpolation="bilinear", antialias=False
-    )
-    grid = np.asarray(ops.convert_to_numpy(grid)).reshape(-1, width)
-    return np.concatenate([prefix, grid.astype(table.dtype)], axis=0)
-
-
-def _square_grid(num_patches):
-    side = int(round(num_patches**0.5))
-    return (side, side) if side * side == num_patches else None
-
-
-def _layer_norm_pairs(source, layer):
-    return [
-        (f"{source}.weight", layer.gamma, _identity),
-        (f"{source}.bias", layer.beta, _identity),
-    ]
-
-
-def _dense_pairs(source, layer):
-    pairs = [(f"{source}.weight", layer.kernel, _linear)]
-    if layer.use_bias:
-        pairs.append((f"{source}.bias", layer.bias, _identity))
-    return pairs
-
-
-def _tower_pairs(backbone):
-    """`(checkpoint key, keras variable, transform)` of the vision tower."""
-    if getattr(backbone, "stem", "patch") != "patch":
-        raise ValueError(
-            f"Only the single-conv patch stem of OpenCLIP can be loaded; "
-            f"this backbone uses stem={backbone.stem!r}. Build it with "
-            f"stem='patch'."
-        )
-    if backbone.pooling == "map":
-        raise ValueError(
-            "OpenCLIP SuperClass towers pool by averaging; a backbone with "
-            "pooling='map' has an attention-pool head the checkpoint lacks."
-        )
-    embedding = backbone.patch_embedding
-    pairs = [("conv1.weight", embedding.projection.kernel, _conv)]
-    if backbone.use_class_token:
-        pairs.append(("class_embedding", embedding.class_embedding, _identity))
-    pairs.append(
-        ("positional_embedding", embedding.positional_embedding, _identity)
-    )
-    pairs += _layer_norm_pairs("ln_pre", backbone.ln_pre)
-    pairs += _blocks_pairs(backbone.transformer_blocks)
-    pairs += _layer_norm_pairs("ln_post", backbone.ln_post)
-    return pairs
-
-
-def _blocks_pairs(blocks):
-    """Pairs of OpenCLIP `transformer.resblocks.{i}` (either tower)."""
-    pairs = []
-    for i, block in enumerate(blocks):
-        p = f"transformer.resblocks.{i}"
-        pairs += _layer_norm_pairs(f"{p}.ln_1", block.ln_1)
-        pairs += [
-            (f"{p}.attn.in_proj_weight", block.attn.in_proj.kernel, _linear),
-            (f"{p}.attn.in_proj_bias", block.attn.in_proj.bias, _identity),
-        ]
-        pairs += _dense_pairs(f"{p}.attn.out_proj", block.attn.out_proj)
-        pairs += _layer_norm_pairs(f"{p}.ln_2", block.ln_2)
-        pairs += _dense_pairs(f"{p}.mlp.c_fc", block.c_fc)
-        pairs += _dense_pairs(f"{p}.mlp.c_proj", block.c_proj)
-    return pairs
-
-
 def _head_pairs(token_head):
     """`(checkpoint key, keras variable, transform)` of the `MixClsHead`."""
     pairs = []
     for i, block in enumerate(token_head.mlp_blocks):
-        pairs += _layer_norm_pairs(f"mlps.{i}.c_norm", block.norm)
-        pairs += _dense_pairs(f"mlps.{i}.c_fc", block.fc)
-        pairs += _dense_pairs(f"mlps.{i}.c_proj", block.proj)
-    pairs += _layer_norm_pairs("ln_mlp", token_head.norm)
-    pairs += _dense_pairs("text_projection", token_head.classifier)
+        pairs += layer_norm_pairs(f"mlps.{i}.c_norm", block.norm)
+        pairs += dense_pairs(f"mlps.{i}.c_fc", block.fc)
+        pairs += dense_pairs(f"mlps.{i}.c_proj", block.proj)
+    pairs += layer_norm_pairs("ln_mlp", token_head.norm)
+    pairs += dense_pairs("text_projection", token_head.classifier)
     return pairs
 
 
@@ -334,7 +246,7 @@ def load_reference_weights(model, state_dict_or_path, strict=True):
                 )
 
     # Pair every model weight with its checkpoint entry.
-    pairs = [("tower", *p) for p in _tower_pairs(backbone)]
+    pairs = [("tower", *p) for p in tower_pairs(backbone)]
     if token_head is not None:
         pairs += [("head", *p) for p in _head_pairs(token_head)]
     elif head:
@@ -399,7 +311,7 @@ def load_reference_weights(model, state_dict_or_path, strict=True):
         value = transform(sources[part][key])
         target = tuple(variable.shape)
         if key == "positional_embedding" and value.shape != target:
-            value = _maybe_resize_positions(value, backbone, report, hint)
+            value = fit_positions(value, backbone, report, hint)
         if tuple(value.shape) != target:
             raise ValueError(
                 f"Shape mismatch for '{prefixes[part] + key}': the "
@@ -444,20 +356,3 @@ def load_reference_weights(model, state_dict_or_path, strict=True):
     for note in report.notes:
         logger.info(note)
     return report
-
-
-def _maybe_resize_positions(table, backbone, report, hint):
-    prefix = int(backbone.use_class_token)
-    source = _square_grid(table.shape[0] - prefix)
-    target = tuple(backbone.position_grid_size)
-    if source is None or table.shape[1] != backbone.hidden_dim:
-        raise ValueError(
-            f"Cannot resize the checkpoint's position table "
-            f"{tuple(table.shape)} to the model's grid {target}: it is not "
-            f"a square grid of width {backbone.hidden_dim}. {hint}"
-        )
-    report.notes.append(
-        f"Resized the position table bilinearly from a {source[0]}x"
-        f"{source[1]} grid to {target[0]}x{target[1]}."
-    )
-    return _resize_positions(table, source, target, prefix)

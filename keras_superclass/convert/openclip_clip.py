@@ -20,18 +20,18 @@ import re
 
 import numpy as np
 
-from keras_superclass.convert.openclip import _blocks_pairs
-from keras_superclass.convert.openclip import _identity
-from keras_superclass.convert.openclip import _layer_norm_pairs
-from keras_superclass.convert.openclip import _linear
-from keras_superclass.convert.openclip import _maybe_resize_positions
-from keras_superclass.convert.openclip import _square_grid
-from keras_superclass.convert.openclip import _tower_pairs
 from keras_superclass.convert.openclip import describe_tower
 from keras_superclass.convert.openclip import normalize_state_dict
 from keras_superclass.convert.report import ConversionReport
 from keras_superclass.convert.report import check_names
 from keras_superclass.convert.report import few_keys
+from keras_superclass.convert.vit_weights import blocks_pairs
+from keras_superclass.convert.vit_weights import dense_kernel
+from keras_superclass.convert.vit_weights import fit_positions
+from keras_superclass.convert.vit_weights import layer_norm_pairs
+from keras_superclass.convert.vit_weights import square_grid
+from keras_superclass.convert.vit_weights import tower_pairs
+from keras_superclass.convert.vit_weights import unchanged
 
 _VISUAL = "visual."
 _TEXT = "text."
@@ -84,7 +84,7 @@ def describe_clip(state_dict):
     width, _, patch, _ = visual["conv1.weight"].shape
     num_patches = visual["positional_embedding"].shape[0]
     use_class_token = "class_embedding" in visual
-    grid = _square_grid(num_patches - int(use_class_token))
+    grid = square_grid(num_patches - int(use_class_token))
     if grid is None:
         raise ValueError(
             f"The vision position table has {num_patches} rows, not a "
@@ -130,16 +130,16 @@ def _text_pairs(model, text):
     encoder = model.text_encoder
     embedding = encoder.embedding
     pairs = [
-        ("token_embedding.weight", embedding.token_embedding, _identity),
-        ("positional_embedding", embedding.positional_embedding, _identity),
+        ("token_embedding.weight", embedding.token_embedding, unchanged),
+        ("positional_embedding", embedding.positional_embedding, unchanged),
     ]
-    pairs += _blocks_pairs(encoder.transformer_blocks)
-    pairs += _layer_norm_pairs("ln_final", encoder.ln_final)
+    pairs += blocks_pairs(encoder.transformer_blocks)
+    pairs += layer_norm_pairs("ln_final", encoder.ln_final)
     kernel = model.text_projection.kernel
     if "text_projection.weight" in text:  # nn.Linear projection (W -> D)
-        pairs.append(("text_projection.weight", kernel, _linear))
+        pairs.append(("text_projection.weight", kernel, dense_kernel))
     else:  # A parameter used as `x @ text_projection`: (W, D) already.
-        pairs.append(("text_projection", kernel, _identity))
+        pairs.append(("text_projection", kernel, unchanged))
     return pairs
 
 
@@ -180,8 +180,8 @@ def load_clip_weights(model, state_dict_or_path, strict=True):
             f"ViT towers only load into a SuperClassBackbone."
         )
     layer = model.logit_scale_layer
-    pairs = [(_VISUAL + k, v, t) for k, v, t in _tower_pairs(backbone)]
-    pairs.append((_VISUAL + "proj", model.image_projection.kernel, _identity))
+    pairs = [(_VISUAL + k, v, t) for k, v, t in tower_pairs(backbone)]
+    pairs.append((_VISUAL + "proj", model.image_projection.kernel, unchanged))
     pairs += [(text_prefix + k, v, t) for k, v, t in _text_pairs(model, text)]
     pairs.append(("logit_scale", layer.logit_scale, _scalar))
     if layer.logit_bias is not None:
@@ -211,7 +211,7 @@ def load_clip_weights(model, state_dict_or_path, strict=True):
         value = transform(state_dict[key])
         target = tuple(variable.shape)
         if key == _VISUAL + "positional_embedding" and value.shape != target:
-            value = _maybe_resize_positions(value, backbone, report, hint)
+            value = fit_positions(value, backbone, report, hint)
         if tuple(value.shape) != target:
             raise ValueError(
                 f"Shape mismatch for '{key}': the checkpoint has "
