@@ -443,6 +443,20 @@ def test_cli_probe_reads_a_labels_table_with_splits(
     # wrong folder, are one-line errors.
     assert main(common + args + ["--test-split", "val"]) == 2
     assert "'split' column (['test', 'train'])" in capsys.readouterr().err
-    table.write_text(table.read_text().replace("images/", ""))
+    assert main(common + args + ["--test-split", "train"]) == 2
+    assert "both split 'train'" in capsys.readouterr().err
+    # One table as both sets needs its split column: without it the test
+    # images would be the training images.
+    text = table.read_text()
+    table.write_text(
+        "\n".join(line.rsplit(",", 1)[0] for line in text.splitlines())
+    )
+    assert main(common + args) == 2
+    assert "has no 'split' column" in capsys.readouterr().err
+    # A row without a label is not a class named ''.
+    table.write_text(text.replace("images/dog/4.png,dog", "images/dog/4.png,"))
+    assert main(common + args) == 2
+    assert "line 11: the 'label' column is empty" in capsys.readouterr().err
+    table.write_text(text.replace("images/", ""))
     assert main(common + args) == 2
     assert "relative to the table's folder" in capsys.readouterr().err

@@ -193,6 +193,18 @@ def test_finetune_api_runs_without_misleading_keras_warnings(tmp_path):
     assert results["train_examples"] == 12
 
 
+def test_finetune_refuses_a_table_whose_test_rows_are_its_training_rows(
+    tmp_path,
+):
+    from keras_superclass.training.finetune import finetune
+
+    table = tmp_path / "labels.csv"
+    table.write_text("file,label\na.png,cat\nb.png,dog\n")
+    # Checked before any model is built: the preset need not exist yet.
+    with pytest.raises(ValueError, match="has no 'split' column"):
+        finetune("unused_preset", str(table))
+
+
 @pytest.mark.skipif(
     keras.config.backend() != "tensorflow",
     reason="The CLI walk is backend-neutral glue (data listing, fit, preset "

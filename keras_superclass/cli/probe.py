@@ -182,7 +182,12 @@ def run(args):
         path = getattr(args, name)
         if not any(c in path for c in "*?[") and not os.path.exists(path):
             raise FileNotFoundError(f"--{name} {path!r} does not exist.")
+    from keras_superclass.data.labelled_files import check_separate_splits
     from keras_superclass.utils.presets import preset_image_converter
+
+    check_separate_splits(
+        args.train, args.test, args.train_split, args.test_split
+    )
 
     encoder = load_encoder(args.preset, args.image_size)
     converter = preset_image_converter(args.preset, encoder, args.image_size)

@@ -60,6 +60,13 @@ def label_table_files(path, split):
             f"{path} needs the columns 'file' and 'label' (optionally "
             f"'split'); it has {sorted(columns)}."
         )
+    for number, row in enumerate(rows, start=2):  # line 1: the header
+        blank = [c for c in ("file", "label") if not (row[c] or "").strip()]
+        if blank:
+            raise ValueError(
+                f"{path}, line {number}: the {' and '.join(map(repr, blank))}"
+                f" column is empty. Fill it in or remove the row."
+            )
     splits = sorted({r["split"] for r in rows}) if "split" in columns else []
     if splits and split not in splits:
         raise ValueError(
@@ -79,3 +86,29 @@ def label_table_files(path, split):
             f"folder {root!r}."
         )
     return paths, [index[r["label"]] for r in kept], class_names
+
+
+def check_separate_splits(train, test, train_split, test_split):
+    """Refuses a test set that would be the training set itself.
+
+    One labels table serves as both only through its `split` column, with
+    different values for the two.
+    """
+    if not (is_label_table(train) and is_label_table(test)):
+        return
+    if os.path.abspath(train) != os.path.abspath(test):
+        return
+    with open(train, newline="", encoding="utf-8") as f:
+        delimiter = "\t" if os.fspath(train).lower().endswith(".tsv") else ","
+        header = next(csv.reader(f, delimiter=delimiter), [])
+    if "split" not in header:
+        raise ValueError(
+            f"{os.fspath(train)!r} has no 'split' column, so its test images "
+            f"would be its training images. Add a 'split' column (train / "
+            f"test) or give separate test images (test= / --test)."
+        )
+    if train_split == test_split:
+        raise ValueError(
+            f"The training and test rows of {os.fspath(train)!r} are both "
+            f"split {train_split!r}; choose different splits."
+        )

@@ -126,6 +126,7 @@ def finetune(
             if not os.path.exists(path):
                 raise FileNotFoundError(f"{name} {path!r} does not exist.")
     test = _test_source(images, test)
+    labelled_files.check_separate_splits(images, test, train_split, test_split)
     keras.utils.set_random_seed(seed)
     overrides = {}
     if image_size is not None:
