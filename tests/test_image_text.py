@@ -184,6 +184,17 @@ def test_lock_image_tower_and_one_lit_step():
         compile=False,
     )
 
+    # Keras's functional models drop unknown keywords; ours name them,
+    # as a misspelt size would otherwise build the default-size tower.
+    with pytest.raises(TypeError, match=r"\['hidden_size'\].*hidden_dim"):
+        ImageTextModel(backbone, text_encoder={"hidden_size": 32})
+    with pytest.raises(TypeError, match="text_encoder must be"):
+        ImageTextModel(backbone, text_encoder=128)
+    with pytest.raises(TypeError, match=r"\['embed_size'\]"):
+        ImageTextModel(backbone, embed_size=16)
+    with pytest.raises(TypeError, match=r"\['hidden_size'\]"):
+        SuperClassBackbone(image_shape=(IMAGE, IMAGE, 3), hidden_size=64)
+
     def trainable():  # Variables by identity: both towers have block_0.
         return {id(v) for v in model.trainable_variables}
 

@@ -15,6 +15,7 @@ from keras_superclass.models.finetune.layer_decay import layer_decay_multipliers
 from keras_superclass.optimizers import AdamW
 from keras_superclass.utils.optional import import_tf_dependent
 from keras_superclass.utils.presets import build_task_from_preset
+from keras_superclass.utils.presets import check_model_kwargs
 from keras_superclass.utils.presets import load_task_preset
 from keras_superclass.utils.presets import resolve_preset
 
@@ -233,6 +234,7 @@ class MultiLabelClassifier(PresetTask):
         compile=True,
         **kwargs,
     ):
+        check_model_kwargs(type(self), kwargs)
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor

@@ -42,6 +42,26 @@ def init_arguments(cls):
     }
 
 
+# What Keras itself passes a functional model (`from_config`, `clone`).
+_KERAS_MODEL_KEYS = {"name", "trainable", "dtype"}
+
+
+def check_model_kwargs(model_cls, kwargs):
+    """Refuses keywords `model_cls` does not take.
+
+    Keras's functional models accept and drop any keyword, so a misspelt
+    one (`hidden_size=` for `hidden_dim=`) would silently build a model
+    with the default instead.
+    """
+    unknown = sorted(set(kwargs) - _KERAS_MODEL_KEYS)
+    if unknown:
+        known = sorted(init_arguments(model_cls) | _KERAS_MODEL_KEYS)
+        raise TypeError(
+            f"{model_cls.__name__} got unknown argument(s) {unknown}; it "
+            f"takes {known}."
+        )
+
+
 def split_preset_kwargs(cls, backbone_cls, kwargs):
     """`from_preset` keywords -> (task, preprocessor, backbone) keywords.
 

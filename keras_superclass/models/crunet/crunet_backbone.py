@@ -10,6 +10,7 @@ from keras_superclass.models.crunet.crunet_layers import PreActResNeXtUnit
 from keras_superclass.models.crunet.crunet_layers import SharedCRUFactors
 from keras_superclass.models.crunet.crunet_layers import conv_initializer
 from keras_superclass.models.crunet.crunet_presets import backbone_presets
+from keras_superclass.utils.presets import check_model_kwargs
 from keras_superclass.utils.presets import resolve_preset
 
 
@@ -125,6 +126,7 @@ class CRUNetBackbone(Backbone):
         dtype=None,
         **kwargs,
     ):
+        check_model_kwargs(type(self), kwargs)
         image_shape = check_image_shape(image_shape)
         cardinality = int(cardinality)
         stages = check_stage_config(

@@ -6,6 +6,7 @@ from keras_superclass.models.crunet.crunet_backbone import CRUNetBackbone
 from keras_superclass.models.crunet.crunet_presets import backbone_presets
 from keras_superclass.models.multilabel_classifier import PresetTask
 from keras_superclass.utils.optional import LazyClass
+from keras_superclass.utils.presets import check_model_kwargs
 
 
 @keras.saving.register_keras_serializable(package="keras_superclass")
@@ -54,6 +55,7 @@ class CRUNetImageClassifier(PresetTask):
         compile=True,
         **kwargs,
     ):
+        check_model_kwargs(type(self), kwargs)
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor

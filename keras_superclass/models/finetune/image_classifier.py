@@ -15,6 +15,7 @@ from keras_superclass.models.superclass.superclass_backbone import (
 )
 from keras_superclass.utils import presets as preset_utils
 from keras_superclass.utils.optional import LazyClass
+from keras_superclass.utils.presets import check_model_kwargs
 
 
 @keras.saving.register_keras_serializable(package="keras_superclass")
@@ -96,6 +97,7 @@ class SuperClassImageClassifier(PresetTask):
         compile=True,
         **kwargs,
     ):
+        check_model_kwargs(type(self), kwargs)
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor

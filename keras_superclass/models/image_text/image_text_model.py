@@ -24,6 +24,7 @@ from keras_superclass.models.multilabel_classifier import PresetTask
 from keras_superclass.models.superclass.superclass_backbone import (
     SuperClassBackbone,
 )
+from keras_superclass.utils.presets import check_model_kwargs
 
 
 def _text_encoder_from(value, dtype):
@@ -33,6 +34,11 @@ def _text_encoder_from(value, dtype):
         if "class_name" in value:  # A serialized encoder (from_config).
             return keras.layers.deserialize(value)
         return OpenCLIPTextEncoder(**{"dtype": dtype, **value})
+    if not isinstance(value, keras.layers.Layer):
+        raise TypeError(
+            f"text_encoder must be an OpenCLIPTextEncoder, a dict of its "
+            f"arguments or None; got {type(value).__name__} {value!r}."
+        )
     return value
 
 
@@ -124,6 +130,7 @@ class ImageTextModel(PresetTask):
         compile=True,
         **kwargs,
     ):
+        check_model_kwargs(type(self), kwargs)
         try:
             backbone_outputs = backbone.output
         except (AttributeError, ValueError):  # Not a functional model.

@@ -9,6 +9,7 @@ from keras_superclass.models.image_text.image_text_layers import TextEmbedding
 from keras_superclass.models.superclass.superclass_layers import (
     TransformerBlock,
 )
+from keras_superclass.utils.presets import check_model_kwargs
 
 
 @keras.saving.register_keras_serializable(package="keras_superclass")
@@ -70,6 +71,7 @@ class OpenCLIPTextEncoder(Backbone):
         dtype=None,
         **kwargs,
     ):
+        check_model_kwargs(type(self), kwargs)
         mlp_dim = int(mlp_dim or 4 * hidden_dim)
 
         # === Layers ===

@@ -14,6 +14,7 @@ from keras_superclass.models.superclass.superclass_layers import (
 from keras_superclass.models.superclass.superclass_presets import (
     backbone_presets,
 )
+from keras_superclass.utils.presets import check_model_kwargs
 from keras_superclass.utils.presets import resolve_preset
 
 POOLINGS = ("avg", "cls", "map")
@@ -113,6 +114,7 @@ class SuperClassBackbone(Backbone):
         dtype=None,
         **kwargs,
     ):
+        check_model_kwargs(type(self), kwargs)
         image_shape = check_image_shape(image_shape, patch_size)
         if pooling not in POOLINGS:
             raise ValueError(
