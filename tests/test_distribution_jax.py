@@ -346,6 +346,32 @@ def test_distribution_config_errors_name_key_and_fix():
         assert run.process_batch_size(64) == 64 and run.is_chief
 
 
+@jax_only
+def test_a_weight_that_does_not_split_gets_the_config_hint():
+    import jax
+    from jax.sharding import AbstractMesh
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec
+
+    from keras_superclass.distribution.jax_distribution import (
+        JaxRunDistribution,
+    )
+
+    # JAX's own error for the demo's 77-token head split 2 ways (its
+    # wording changed across releases; the hint must follow).
+    mesh = AbstractMesh((2,), ("model",))
+    sharding = NamedSharding(mesh, PartitionSpec(None, "model"))
+    devices = jax.devices()[:1]
+    run = JaxRunDistribution(
+        keras.distribution.DataParallel(devices=devices),
+        description="test mesh",
+    )
+    with pytest.raises(ValueError, match="distribution.mesh_shape") as error:
+        with run.scope():
+            sharding.shard_shape((128, 77))
+    assert "dimension size is 77" in str(error.value)
+
+
 if __name__ == "__main__":
     role, shards, out = sys.argv[1:4]
     sys.path.insert(0, REPO)

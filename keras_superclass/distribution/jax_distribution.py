@@ -95,7 +95,9 @@ class JaxRunDistribution(RunDistribution):
             try:
                 yield self
             except ValueError as error:
-                if "divisible" not in str(error):
+                # JAX's wording changed across releases.
+                words = ("divisible", "evenly divide")
+                if not any(w in str(error) for w in words):
                     raise
                 raise ValueError(
                     f"{error}\nA weight or batch does not split evenly over "
