@@ -5,10 +5,12 @@ test_image_text.py.
 """
 
 import json
+import os
 
 import keras
 import numpy as np
 import pytest
+from PIL import Image
 
 from keras_superclass.evaluation.retrieval import retrieval_recall
 from keras_superclass.evaluation.zero_shot import class_text_embeddings
@@ -158,6 +160,26 @@ def test_lit_on_demo_encoder_zero_shot_and_retrieval_cli(
     ):  # fmt: skip
         code = main(args)
         assert code == 0, f"{args} exited {code}:\n{capsys.readouterr().err}"
+    out = capsys.readouterr().out
+    # Mistakes end in one line that names them, not in a traceback or an
+    # "empty dataset".
+    os.makedirs("flat")
+    Image.new("RGB", (8, 8)).save("flat/0.png")
+    zeroshot = ["zeroshot", "--preset", "presets/lit_tiny", "--classnames",
+                "shapes.txt"]  # fmt: skip
+    for args, said in (
+        (zeroshot + ["--images", "demo_output/shards/tset"], "does not exist"),
+        (zeroshot + ["--images", "demo_output/shards/test"],
+         "no integer feature 'label'; their integer features: ["),
+        (zeroshot + ["--images", "demo_output/shards/test"], "'label_shape'"),
+        (zeroshot + ["--images", "flat"], "holds images but no shards"),
+        (zeroshot + ["--images", "flat/0.png"], "is an image, not a shard"),
+        (["retrieval", "--preset", "presets/lit_tiny", "--captions",
+          "demo_output/shards/tset"], "does not exist"),
+    ):  # fmt: skip
+        assert main(args) == 2, args
+        error = capsys.readouterr().err
+        assert said in error and "Traceback" not in error, args
     shape, colour, retrieval = (
         json.loads((tmp_path / f"{name}.json").read_text())
         for name in ("zero_shot", "zero_shot_colour", "retrieval")
@@ -169,7 +191,6 @@ def test_lit_on_demo_encoder_zero_shot_and_retrieval_cli(
     assert shape["top5"] is None and colour["top5"] >= colour["top1"]
     # 256 captions: chance recall@10 is 10 / 256 = 0.04.
     assert retrieval["image_to_text_R@10"] > 0.1
-    out = capsys.readouterr().out
     # Each summary starts its own line, after the progress bar's.
     assert "\nzero-shot on 256 images, 5 classes, 2 templates: top-1 " in out
     assert ", 6 classes, 2 templates: top-1 0." in out and "top-5" in out

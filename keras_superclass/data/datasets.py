@@ -360,6 +360,7 @@ def labelled_image_dataset(
         files = records_lib.files_of_process(
             records_lib.list_shards(path), process_index, process_count
         )
+        records_lib.check_int_feature(files, label_feature)
         class_names = _manifest_class_names(files, label_feature)
         records = records_lib.record_stream(files, counter, options)
         load = _labelled_record_loader(label_feature)

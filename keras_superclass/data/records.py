@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from keras_superclass.data import python_ops
 from keras_superclass.data import schema
+from keras_superclass.utils.constants import IMAGE_EXTENSIONS
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -62,7 +63,15 @@ def list_shards(file_pattern):
     for item in file_pattern:
         item = os.fspath(item)
         if os.path.isdir(item):
+            _check_holds_shards(item)
             item = os.path.join(item, "*" + schema.SHARD_SUFFIX)
+        elif not glob.has_magic(item) and not tf.io.gfile.exists(item):
+            raise FileNotFoundError(f"{item!r} does not exist.")
+        elif item.lower().endswith(IMAGE_EXTENSIONS):
+            raise ValueError(
+                f"{item!r} is an image, not a shard file: give a folder of "
+                f"class folders, a file,label CSV or shards."
+            )
         files.extend(tf.io.gfile.glob(item) if glob.has_magic(item) else [item])
     files = sorted(set(files))
     if not files:
@@ -71,6 +80,43 @@ def list_shards(file_pattern):
             f"`keras-superclass shards` first."
         )
     return files
+
+
+def _check_holds_shards(folder):
+    """A folder of loose images is not a folder of shards: say so."""
+    entries = os.listdir(folder)
+    if any(e.endswith(schema.SHARD_SUFFIX) for e in entries):
+        return
+    if any(e.lower().endswith(IMAGE_EXTENSIONS) for e in entries):
+        raise FileNotFoundError(
+            f"{folder!r} holds images but no shards and no class folders. "
+            f"For labelled images put each class's images in a sub-folder "
+            f"named after the class (or list them in a file,label CSV); "
+            f"for image-caption pairs write shards with `keras-superclass "
+            f"shards --images {folder} --captions ...`."
+        )
+
+
+def check_int_feature(files, feature):
+    """Raises if the first record of `files` has no int feature `feature`
+    (every record would fail to parse, and the data would read as empty).
+    """
+    try:
+        first = next(iter(_record_iterator(files[0])), None)
+    except tf.errors.DataLossError:
+        return  # damaged: the reader counts and names it
+    if first is None:
+        return
+    example = tf.train.Example.FromString(first)
+    found = example.features.feature
+    if feature in found and found[feature].HasField("int64_list"):
+        return
+    ints = sorted(k for k, v in found.items() if v.HasField("int64_list"))
+    raise ValueError(
+        f"The records of {files[0]!r} have no integer feature {feature!r}; "
+        f"their integer features: {ints or 'none'}. Choose one as the "
+        f"label (label_feature=, --label-feature)."
+    )
 
 
 def files_of_process(files, process_index, process_count):
