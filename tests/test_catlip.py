@@ -131,7 +131,7 @@ def test_presets_match_the_reference_architectures():
         assert config["stem"] == "conv"
         assert config["layer_norm_epsilon"] == 1e-6
         assert backbone_presets[name]["task"]["vocabulary_size"] == 24320
-    with pytest.raises(ValueError, match="Known presets"):
+    with pytest.raises(ValueError, match="architecture presets are"):
         CatLIPClassifier.from_preset("catlip_vit_x99")
 
 

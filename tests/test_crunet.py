@@ -118,7 +118,7 @@ def test_share_false_gives_each_unit_its_own_factors():
 def test_unknown_preset_lists_known_ones():
     with pytest.raises(ValueError, match="crunet116.*crunet56.*crunet_tiny"):
         CRUNetBackbone.from_preset("crunet_huge")
-    with pytest.raises(ValueError, match="Known presets"):
+    with pytest.raises(ValueError, match="architecture presets are"):
         CRUNetImageClassifier.from_preset("crunet_huge", num_classes=3)
 
 

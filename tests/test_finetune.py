@@ -153,8 +153,13 @@ def test_preset_round_trip_and_pretrained_encoder(tmp_path):
     )
     encoder = keras_hub.models.Backbone.from_preset(str(tmp_path / "finetuned"))
     assert type(encoder).__name__ == "SuperClassBackbone"
-    with pytest.raises(ValueError, match="Unknown preset"):
+    with pytest.raises(ValueError, match="Unknown preset") as error:
         SuperClassImageClassifier.from_preset(tmp_path / "missing")
+    assert "Did you mean" not in str(error.value)
+    # A misspelt directory: the one beside it is named.
+    near = str(tmp_path / "finetuned")
+    with pytest.raises(ValueError, match=f"Did you mean '{near}'"):
+        SuperClassImageClassifier.from_preset(tmp_path / "finetund")
 
 
 def test_finetune_api_runs_without_misleading_keras_warnings(tmp_path):

@@ -116,8 +116,10 @@ def test_bad_image_size_and_unknown_preset():
         SuperClassBackbone(**{**TINY, "image_shape": (30, 32, 3)})
     with pytest.raises(ValueError, match="superclass_vit_b16"):
         SuperClassClassifier.from_preset("superclass_vit_x99")
-    with pytest.raises(ValueError, match="Known presets"):
+    with pytest.raises(ValueError, match="architecture presets are"):
         SuperClassBackbone.from_preset("vit_huge_typo")
+    with pytest.raises(ValueError, match="Did you mean 'superclass_vit_s16'"):
+        SuperClassBackbone.from_preset("superclass_vit_s61")
 
 
 def test_vocabulary_mismatch_between_loss_and_head():

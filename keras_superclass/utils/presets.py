@@ -1,5 +1,6 @@
 """Architecture presets and preset directories of the tasks."""
 
+import difflib
 import inspect
 import json
 import os
@@ -25,11 +26,38 @@ def resolve_preset(preset, presets, cls):
         return presets[preset]
     if os.path.isdir(preset):
         return None
-    known = ", ".join(sorted(presets))
-    raise ValueError(
-        f"Unknown preset {preset!r} for {cls.__name__}. Known presets: "
-        f"{known}; or pass a directory written by `save_to_preset()`."
+    names = (
+        f"{cls.__name__}'s architecture presets are "
+        f"{', '.join(sorted(presets))}. "
+        if presets
+        else ""
     )
+    raise ValueError(
+        f"Unknown preset {preset!r}: no such architecture preset or "
+        f"directory. {names}A preset directory is one written by "
+        f"`save_to_preset()` (`keras-superclass export`, `finetune --out`)."
+        f"{did_you_mean(preset, presets)}"
+    )
+
+
+def did_you_mean(preset, presets):
+    """` Did you mean 'x'?` for a near miss among the names and the
+    directories beside `preset`, else an empty string."""
+    preset = os.fspath(preset)
+    parent, name = os.path.split(preset)
+    try:
+        folders = [
+            entry
+            for entry in os.listdir(parent or ".")
+            if os.path.isdir(os.path.join(parent or ".", entry))
+        ]
+    except OSError:
+        folders = []
+    close = difflib.get_close_matches(name, [*presets, *folders], n=1)
+    if not close:
+        return ""
+    found = close[0] if close[0] in presets else os.path.join(parent, close[0])
+    return f" Did you mean {found!r}?"
 
 
 def init_arguments(cls):

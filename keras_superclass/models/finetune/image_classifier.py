@@ -240,6 +240,7 @@ def _encoder_source(preset):
             f"({', '.join(known_presets())}) nor a preset directory with "
             f"{preset_utils.BACKBONE_CONFIG_FILE} (write one with "
             f"`save_to_preset()` or `keras-superclass export`)."
+            f"{preset_utils.did_you_mean(preset, known_presets())}"
         )
     with open(path, encoding="utf-8") as f:
         name = json.load(f)["registered_name"]
