@@ -428,6 +428,18 @@ def test_cli(tmp_path, capsys):
     )
     assert code == 2
     assert "does not exist" in capsys.readouterr().err
+    # A misspelt images folder, or an image file, is named as such (not
+    # read as a tar file).
+    captions = tmp_path / "captions.csv"
+    captions.write_text("file,caption\n0.png,a cat\n")
+    for images, said in (
+        (tmp_path / "imgs", "--images '{}' does not exist"),
+        (captions, "--images '{}' is a file"),
+    ):
+        args = ["shards", "--images", str(images), "--captions"]
+        code = main([*args, str(captions), "--out", str(tmp_path / "x")])
+        assert code == 2
+        assert said.format(images) in capsys.readouterr().err
 
 
 def _cli(*args):

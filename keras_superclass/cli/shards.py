@@ -190,6 +190,13 @@ def run(args):
                 source.extend(matched or [pattern])
     else:
         source = args.images
+        if not os.path.isdir(source):
+            what = "is a file" if os.path.exists(source) else "does not exist"
+            raise FileNotFoundError(
+                f"--images {source!r} {what}: it takes a folder of images "
+                f"(the --captions file names them relative to it); for a "
+                f"WebDataset tar use --tar."
+            )
     manifest = write_shards(
         source,
         args.out,
