@@ -168,6 +168,10 @@ def test_warmup_cosine_schedule():
     assert float(schedule(10)) == pytest.approx(1e-3, rel=1e-4)
     assert float(schedule(60)) == pytest.approx(5e-4, rel=1e-3)
     assert float(schedule(110)) == pytest.approx(0.0, abs=1e-8)
+    # The default warmup (500) on a 20-step run: said, as the rate would
+    # stay near zero.
+    with pytest.warns(UserWarning, match="never reaches learning_rate"):
+        model.compile(total_steps=20)
 
 
 def test_mixed_bfloat16_and_remat_track_float32():

@@ -1,6 +1,7 @@
 """The base of the multi-label tasks: image encoder -> head over classes."""
 
 import inspect
+import warnings
 
 import keras
 import numpy as np
@@ -46,6 +47,14 @@ def reference_optimizer(
     (`model.backbone`) learns at `d ** (L + 1 - layer)` times the rate
     (`LayerDecayAdamW`, the BEiT / MAE fine-tuning recipe).
     """
+    if total_steps and warmup_steps >= total_steps:
+        warnings.warn(
+            f"warmup_steps={warmup_steps} is not below total_steps="
+            f"{total_steps}: the learning rate rises for the whole run and "
+            f"never reaches learning_rate={learning_rate}. Pass a shorter "
+            f"warmup_steps= ('training.warmup_steps' in a config).",
+            stacklevel=3,
+        )
     # Keras evaluates the schedule on micro-batch iterations.
     micro = gradient_accumulation_steps or 1
     if total_steps:
