@@ -229,6 +229,24 @@ def test_clip_unpadded_and_eager(reference, clip):
     assert clip.token_to_id("a</w>") == 320
     text = clip.detokenize(clip.tokenize("A photo of a cat."))
     assert text.numpy().decode() == "a photo of a cat ."
+    # One token as readable text (SuperClass's labels), against OpenCLIP's
+    # decoder: whole characters decode, a lone byte keeps its symbol.
+    for word in ("cat", "―", "東京"):
+        for token in reference.encode(word):
+            if clip.id_to_token(token).isascii():
+                continue
+            expected = reference.decode([token]).strip()
+            if "\ufffd" in expected:
+                symbol = clip.id_to_token(token).replace("</w>", "")
+                assert clip.token_text(token) == symbol
+            else:
+                assert clip.token_text(token) == expected != ""
+    assert clip.token_text(2368) == "cat"  # "cat</w>"
+    (dash,) = reference.encode("―")
+    assert clip.token_text(dash) == "―" != clip.id_to_token(dash)
+    from keras_superclass.models import SuperClassPreprocessor
+
+    assert SuperClassPreprocessor(tokenizer=clip).id_to_label(dash) == "―"
 
 
 def test_clip_save_load_preset(tmp_path, clip):

@@ -192,6 +192,15 @@ class ClipBPE:
             ids[-1] = self.eot_id
         return ids
 
+    def token_text(self, id):
+        """One token as text: its UTF-8 bytes decoded, without `</w>`; a
+        token holding part of a character stays its BPE symbol."""
+        symbol = self.vocabulary[id].replace("</w>", "")
+        try:
+            return bytes(self.byte_decoder[c] for c in symbol).decode("utf-8")
+        except UnicodeDecodeError:
+            return symbol
+
     def decode(self, ids):
         """Text of BPE ids (`</w>` becomes a space), like the reference."""
         text = "".join(self.vocabulary[i] for i in ids)
@@ -294,6 +303,12 @@ class CLIPTokenizer(keras_hub.tokenizers.Tokenizer):
                 f"`id` must be in [0, {VOCABULARY_SIZE - 1}], got {id}."
             )
         return self.bpe.vocabulary[id]
+
+    def token_text(self, id):
+        """The readable text of token `id` (`"―"`, where `id_to_token`
+        gives the byte-level symbol `"âĢķ"`), without the `</w>` mark."""
+        self.id_to_token(id)  # checks the range
+        return self.bpe.token_text(int(id))
 
     def token_to_id(self, token):
         if token not in self.bpe.encoder:

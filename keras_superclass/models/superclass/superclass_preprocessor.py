@@ -60,6 +60,9 @@ class SuperClassPreprocessor(MultiLabelPreprocessor):
         return self._label_fn(captions)
 
     def id_to_label(self, class_id):
+        # CLIP's byte-level symbols are not text: decode them.
+        if hasattr(self.tokenizer, "token_text"):
+            return self.tokenizer.token_text(class_id)
         return self.tokenizer.id_to_token(class_id).replace("</w>", "")
 
     @property
