@@ -81,7 +81,9 @@ def test_torchrun_data_parallel_equals_one_device(tmp_path):
 def test_unsupported_requests_fail_with_a_fix():
     from keras_superclass.distribution import activate
 
-    with pytest.raises(NotImplementedError, match="KERAS_BACKEND=jax"):
+    with pytest.raises(NotImplementedError, match="KERAS_BACKEND=jax") as e:
         activate({"kind": "model"})
+    # Also a ValueError: the command line reports it in one line.
+    assert isinstance(e.value, ValueError)
     with pytest.raises(ValueError, match="mesh_shape"):
         activate({"kind": "data", "mesh_shape": [4, 2]})

@@ -19,6 +19,7 @@ import importlib
 import os
 
 from keras_superclass.distribution.base import RunDistribution
+from keras_superclass.distribution.base import UnsupportedDistribution
 from keras_superclass.distribution.config import DEFAULTS
 from keras_superclass.distribution.config import check_section
 
@@ -90,7 +91,7 @@ def activate(section=None):
             if error.name != qualified:
                 raise
     if module is None:
-        raise NotImplementedError(
+        raise UnsupportedDistribution(
             f"distribution.kind {kind!r} on the {backend} backend is not "
             f"available in this version (no module "
             f"keras_superclass.distribution.{name}). Use KERAS_BACKEND=jax "

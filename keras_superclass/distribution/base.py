@@ -11,6 +11,14 @@ writes files only on the chief process.
 import contextlib
 
 
+class UnsupportedDistribution(NotImplementedError, ValueError):
+    """A distribution setting this backend (or version) cannot run.
+
+    A `ValueError` too: a choice in the user's config, which the command
+    line reports in one line.
+    """
+
+
 class RunDistribution:
     """How one training run is spread over devices and processes.
 

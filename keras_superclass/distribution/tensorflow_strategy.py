@@ -26,6 +26,7 @@ import os
 import tensorflow as tf
 
 from keras_superclass.distribution.base import RunDistribution
+from keras_superclass.distribution.base import UnsupportedDistribution
 
 
 def split_cpu(num_devices):
@@ -122,13 +123,13 @@ def activate(section):
     """
     kind = section["kind"]
     if kind == "model":
-        raise NotImplementedError(
+        raise UnsupportedDistribution(
             "distribution.kind 'model' needs keras.distribution's "
             "ModelParallel, which Keras runs on the jax backend only. Use "
             "KERAS_BACKEND=jax, or distribution.kind 'data' here."
         )
     if os.environ.get("TF_CONFIG"):
-        raise NotImplementedError(
+        raise UnsupportedDistribution(
             "TF_CONFIG is set (a multi-worker tf.distribute cluster); this "
             "version trains on one host with TensorFlow. Run one process "
             "per host with KERAS_BACKEND=jax (keras.distribution multi-host) "

@@ -33,6 +33,7 @@ import torch
 import torch.distributed as dist
 
 from keras_superclass.distribution.base import RunDistribution
+from keras_superclass.distribution.base import UnsupportedDistribution
 
 # DistributedDataParallel's default bucket size.
 BUCKET_BYTES = 25 * 2**20
@@ -196,7 +197,7 @@ def activate(section):
     parallel over the processes `torchrun` started (one per device)."""
     kind = section["kind"]
     if kind == "model":
-        raise NotImplementedError(
+        raise UnsupportedDistribution(
             "distribution.kind 'model' needs keras.distribution's "
             "ModelParallel, which Keras runs on the jax backend only. Use "
             "KERAS_BACKEND=jax, or distribution.kind 'data' under torchrun."
