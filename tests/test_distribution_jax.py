@@ -344,6 +344,12 @@ def test_distribution_config_errors_name_key_and_fix():
     run = activate({"kind": "none"})
     with run:
         assert run.process_batch_size(64) == 64 and run.is_chief
+    from keras_superclass.distribution.base import RunDistribution
+
+    three = RunDistribution(kind="data", num_replicas=3, num_devices=3)
+    key = "training.global_batch_size"
+    with pytest.raises(ValueError, match=f"16 \\('{key}'\\).*multiple of 3"):
+        three.process_batch_size(16, key)
 
 
 @jax_only

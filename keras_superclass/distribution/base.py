@@ -100,8 +100,9 @@ class RunDistribution:
                 f"The global batch of {global_batch_size} ('{key}') does "
                 f"not split evenly over the {self.num_replicas} data-"
                 f"parallel replicas of this run ({self.description}). Use a "
-                f"multiple of {self.num_replicas}, or set "
-                f"'distribution.mesh_shape'."
+                f"multiple of {self.num_replicas}, or another number of "
+                f"replicas ('distribution.mesh_shape'; under torchrun, "
+                f"--nproc_per_node)."
             )
         return global_batch_size // self.data_shard_count
 

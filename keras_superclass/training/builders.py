@@ -174,10 +174,15 @@ def build_train_dataset(
     data = config["data"]
     if not data["train"]:
         raise ConfigError("'data.train' (a TFRecord glob) is not set.")
-    batch_size = config["training"]["micro_batch_size"]
+    training = config["training"]
+    batch_size = training["micro_batch_size"]
     shard = {}
     if distribution is not None:
-        batch_size = distribution.process_batch_size(batch_size)
+        # Name the key the user set (micro defaults to the global batch).
+        key = "training.micro_batch_size"
+        if batch_size == training["global_batch_size"]:
+            key = "training.global_batch_size"
+        batch_size = distribution.process_batch_size(batch_size, key)
         shard = dict(
             process_index=distribution.data_shard_index,
             process_count=distribution.data_shard_count,
