@@ -118,12 +118,33 @@ def fit_classifier(kernel, bias, x, y, x_test, y_test, epochs=30):
     return float(classifier.evaluate(x_test, y_test, verbose=0)[1])
 
 
+def _epoch_length(steps):
+    """About a third of `steps` that divides it (three logged epochs)."""
+    return next(d for d in range(max(1, steps // 3), 0, -1) if steps % d == 0)
+
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="catlip_comparison")
-    parser.add_argument("--num-train", type=int, default=2048)
-    parser.add_argument("--num-test", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument(
+        "--out", default="catlip_comparison", help="output folder"
+    )
+    parser.add_argument(
+        "--num-train", type=int, default=2048, help="training images"
+    )
+    parser.add_argument("--num-test", type=int, default=512, help="test images")
+    parser.add_argument(
+        "--steps",
+        type=positive_int,
+        default=300,
+        help="pretraining steps of each model",
+    )
     args = parser.parse_args()
     out = os.path.abspath(args.out)
     shard_dir, vocabulary = write_data(out, args.num_train, args.num_test)
@@ -134,7 +155,7 @@ def main():
     tokenizer.save_to_preset(os.path.join(out, "tokenizer"))
     budget = [
         f"training.total_steps={args.steps}",
-        f"training.steps_per_epoch={args.steps // 3}",
+        f"training.steps_per_epoch={_epoch_length(args.steps)}",
         f"data.train={train_glob}",
     ]
     runs = {

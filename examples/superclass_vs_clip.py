@@ -127,13 +127,34 @@ def plot(results, path):
     plt.close(figure)
 
 
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="clip_comparison")
-    parser.add_argument("--num-train", type=int, default=2048)
-    parser.add_argument("--num-test", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--probe-epochs", type=int, default=30)
+    parser.add_argument(
+        "--out", default="clip_comparison", help="output folder"
+    )
+    parser.add_argument(
+        "--num-train", type=int, default=2048, help="training images"
+    )
+    parser.add_argument("--num-test", type=int, default=512, help="test images")
+    parser.add_argument(
+        "--steps",
+        type=positive_int,
+        default=300,
+        help="pretraining steps of each model",
+    )
+    parser.add_argument(
+        "--probe-epochs",
+        type=positive_int,
+        default=30,
+        help="linear-probe epochs",
+    )
     args = parser.parse_args()
     out = os.path.abspath(args.out)
     start = time.time()
