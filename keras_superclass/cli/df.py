@@ -30,7 +30,7 @@ def add_parser(subparsers):
         "--bpe-path",
         default=None,
         help="clip: path of bpe_simple_vocab_16e6.txt.gz (default: the "
-        "copy in the installed open_clip package)",
+        "copy shipped with this package)",
     )
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument(

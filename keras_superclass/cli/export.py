@@ -12,7 +12,10 @@ def add_parser(subparsers):
     parser.add_argument("--run", required=True, help="checkpoint.dir of a run")
     weights = parser.add_mutually_exclusive_group()
     weights.add_argument(
-        "--step", type=int, default=None, help="checkpoint step (the latest)"
+        "--step",
+        type=int,
+        default=None,
+        help="checkpoint step (default: the latest)",
     )
     weights.add_argument(
         "--random-init",

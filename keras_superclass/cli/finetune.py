@@ -35,15 +35,27 @@ def add_parser(subparsers):
         "the labels table --images.",
     )
     parser.add_argument("--out", required=True, help="Preset directory.")
-    parser.add_argument("--train-split", default="train")
-    parser.add_argument("--test-split", default="test")
+    parser.add_argument(
+        "--train-split",
+        default="train",
+        help="With a labels table (file,label,split): the training rows.",
+    )
+    parser.add_argument(
+        "--test-split",
+        default="test",
+        help="With a labels table (file,label,split): the test rows.",
+    )
     parser.add_argument(
         "--label-feature",
         default="label",
         help="Integer label feature of labelled shards.",
     )
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--epochs", type=int, default=10, help="Passes over the images."
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="Images per step."
+    )
     parser.add_argument(
         "--learning-rate", type=float, default=1e-3, help="Peak head rate."
     )
@@ -53,10 +65,27 @@ def add_parser(subparsers):
         default=0.75,
         help="Layer-wise rate decay (1.0 turns it off).",
     )
-    parser.add_argument("--weight-decay", type=float, default=0.05)
-    parser.add_argument("--label-smoothing", type=float, default=0.1)
-    parser.add_argument("--warmup-epochs", type=float, default=1.0)
-    parser.add_argument("--dropout", type=float, default=0.0)
+    parser.add_argument(
+        "--weight-decay",
+        type=float,
+        default=0.05,
+        help="AdamW's decoupled weight decay (none on 1-D weights).",
+    )
+    parser.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=0.1,
+        help="Label smoothing of the cross-entropy.",
+    )
+    parser.add_argument(
+        "--warmup-epochs",
+        type=float,
+        default=1.0,
+        help="Linear warmup, then cosine decay.",
+    )
+    parser.add_argument(
+        "--dropout", type=float, default=0.0, help="Dropout before the head."
+    )
     parser.add_argument(
         "--num-classes",
         type=int,
@@ -74,7 +103,12 @@ def add_parser(subparsers):
         action="store_true",
         help="Random initialisation of the same architecture (baseline).",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="Initialisation, shuffling and augmentation seed.",
+    )
     parser.add_argument("--quiet", action="store_true", help="No progress bar.")
     parser.set_defaults(func=run)
     return parser

@@ -13,8 +13,15 @@ def add_parser(subparsers):
         "image.",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE")
-    parser.add_argument("--preset", required=True, help="task preset directory")
-    parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument(
+        "--preset",
+        required=True,
+        help="task preset directory (a pretrained SuperClass / CatLIP task "
+        "or a fine-tuned classifier)",
+    )
+    parser.add_argument(
+        "--top-k", type=int, default=10, help="labels per image (default: 10)"
+    )
     parser.add_argument(
         "--json", action="store_true", help="one JSON object per image"
     )

@@ -70,9 +70,19 @@ def add_parser(subparsers):
         default="caption",
         help="captions file column with the caption (default: caption)",
     )
-    parser.add_argument("--key-column", default=None)
+    parser.add_argument(
+        "--key-column",
+        default=None,
+        help="captions file column with a unique key per image (default: "
+        "the image path without its extension)",
+    )
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--records-per-shard", type=int, default=1000)
+    parser.add_argument(
+        "--records-per-shard",
+        type=int,
+        default=1000,
+        help="records per shard file (default: 1000)",
+    )
     parser.add_argument(
         "--max-image-size",
         type=int,
@@ -87,8 +97,15 @@ def add_parser(subparsers):
         "synsets`): store each caption's synset class ids as the int64-list "
         "feature 'synsets' (needs WordNet for NLTK)",
     )
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--prefix", default="shard")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes writing shards in parallel (default: 1)",
+    )
+    parser.add_argument(
+        "--prefix", default="shard", help="shard file name prefix"
+    )
     parser.add_argument(
         "--overwrite",
         action="store_true",
@@ -111,10 +128,14 @@ def add_parser(subparsers):
         help=argparse.SUPPRESS,
     )
     demo = parser.add_argument_group("demo dataset")
-    demo.add_argument("--num-train", type=int, default=2048)
-    demo.add_argument("--num-test", type=int, default=512)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--image-size", type=int, default=64)
+    demo.add_argument(
+        "--num-train", type=int, default=2048, help="training images"
+    )
+    demo.add_argument("--num-test", type=int, default=512, help="test images")
+    demo.add_argument("--seed", type=int, default=0, help="random seed")
+    demo.add_argument(
+        "--image-size", type=int, default=64, help="image side in pixels"
+    )
     parser.set_defaults(func=run)
 
 
