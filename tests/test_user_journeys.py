@@ -290,3 +290,22 @@ def test_catlip_stops_when_no_caption_matches_the_vocabulary(
     assert code == 2
     assert "is padding" in err and "synset" in err
     assert not os.path.exists("runs/catlip_tiny")
+
+
+def test_every_command_line_option_says_what_it_does():
+    import argparse
+
+    from keras_superclass.cli.main import build_parser
+
+    parser = build_parser()
+    (commands,) = [
+        a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+    ]
+    silent = [
+        f"{name} {(action.option_strings or [action.dest])[0]}"
+        for name, command in commands.choices.items()
+        for action in command._actions
+        if not action.help and not isinstance(action, argparse._HelpAction)
+    ]
+    assert len(commands.choices) >= 10
+    assert not silent, f"options without help: {silent}"

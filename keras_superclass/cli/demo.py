@@ -10,11 +10,15 @@ def add_parser(subparsers):
         "report.md, results.json and PNG plots.",
     )
     parser.add_argument("--out", default="demo_output", help="output folder")
-    parser.add_argument("--num-train", type=int, default=3072)
-    parser.add_argument("--num-test", type=int, default=768)
+    parser.add_argument(
+        "--num-train", type=int, default=3072, help="training images"
+    )
+    parser.add_argument("--num-test", type=int, default=768, help="test images")
     parser.add_argument("--steps", type=int, default=None, help="train steps")
-    parser.add_argument("--probe-epochs", type=int, default=30)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--probe-epochs", type=int, default=30, help="linear-probe epochs"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument(
         "--data-only",
         action="store_true",

@@ -32,7 +32,12 @@ def add_parser(subparsers):
         help="clip: path of bpe_simple_vocab_16e6.txt.gz (default: the "
         "copy shipped with this package)",
     )
-    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=1024,
+        help="captions tokenized per batch (default: 1024)",
+    )
     parser.add_argument(
         "--out", required=True, help="output table (.json or .npz)"
     )

@@ -12,7 +12,9 @@ def add_parser(subparsers):
         "tokens (synsets for CatLIP, classes for a classifier) of each "
         "image.",
     )
-    parser.add_argument("images", nargs="+", metavar="IMAGE")
+    parser.add_argument(
+        "images", nargs="+", metavar="IMAGE", help="image files to label"
+    )
     parser.add_argument(
         "--preset",
         required=True,

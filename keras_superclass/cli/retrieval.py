@@ -38,7 +38,9 @@ def add_parser(subparsers):
     parser.add_argument(
         "--limit", type=int, default=None, help="Use the first N pairs."
     )
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="pairs per batch"
+    )
     parser.add_argument("--out", default=None, help="Write results as JSON.")
     parser.set_defaults(func=run)
 

@@ -15,6 +15,7 @@ def add_parser(subparsers):
         "--kind",
         required=True,
         choices=("wordpiece", "sentencepiece", "word"),
+        help="tokenizer kind to train",
     )
     parser.add_argument(
         "--captions",
@@ -23,7 +24,12 @@ def add_parser(subparsers):
         help="caption files, globs or folders: .txt (one a line), .jsonl, "
         ".csv, or TFRecord shards with a 'caption' feature (.gz allowed)",
     )
-    parser.add_argument("--size", type=int, default=32000)
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=32000,
+        help="vocabulary size (default: 32000)",
+    )
     parser.add_argument(
         "--min-count",
         type=int,

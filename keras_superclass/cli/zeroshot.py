@@ -49,7 +49,9 @@ def add_parser(subparsers):
     parser.add_argument(
         "--split", default=None, help="With a labels table: the split rows."
     )
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="images per batch"
+    )
     parser.add_argument("--out", default=None, help="Write results as JSON.")
     parser.set_defaults(func=run)
 
