@@ -238,6 +238,12 @@ def test_finetune_cli_walk_on_demo_data(tmp_path, monkeypatch, capsys):
     model = SuperClassImageClassifier.from_preset("classifier")
     assert model.num_classes == 5
     assert not os.path.exists("classifier.tmp")
+    # Run again into the same --out: refused before training, the first
+    # classifier left as it was.
+    written = sorted(os.listdir("classifier"))
+    assert main([*args.split(), "--out", "classifier"]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert sorted(os.listdir("classifier")) == written
     # `predict` names the classes as fine-tuning saw them.
     from PIL import Image
 

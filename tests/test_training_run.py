@@ -232,6 +232,7 @@ def test_tensorboard_plain_log_quiet_output_and_finished_resume(
     args = [
         *run_args(root, train_glob, run_dir),
         "training.total_steps=2",
+        "training.warmup_steps=1",  # below total_steps: no warning
         "checkpoint.tensorboard=true",
     ]
     result = cli(*args, quiet_env=False)
@@ -319,6 +320,10 @@ def test_skipped_records_are_reported_and_export_options(
         == 0
     )
     assert "random initialisation" in capsys.readouterr().out
+    # The trained preset is not replaced by a second export into it.
+    again = ["export", "--run", str(run_dir), "--random-init", "--out", out]
+    assert main(again) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
     import keras_hub
 
     trained = keras_hub.models.Backbone.from_preset(out).get_weights()

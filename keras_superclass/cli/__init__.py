@@ -66,3 +66,22 @@ def quiet_startup():
 
 if is_command_line():
     quiet_startup()
+
+
+def add_overwrite_argument(parser):
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Replace an existing output directory.",
+    )
+
+
+def check_output_dir(out, overwrite):
+    """Refuses to replace a non-empty `out` unless `overwrite`: nothing a
+    user wrote is lost by a command run again or with a reused name."""
+    if os.path.exists(out) and not overwrite:
+        if not os.path.isdir(out) or os.listdir(out):
+            raise ValueError(
+                f"Output {out!r} already exists; pass --overwrite to "
+                f"replace it or choose another --out."
+            )

@@ -14,6 +14,9 @@ import os
 import shutil
 import tempfile
 
+from keras_superclass.cli import add_overwrite_argument
+from keras_superclass.cli import check_output_dir
+
 logger = logging.getLogger(__name__)
 
 # Backbone config overrides: flag -> config key.
@@ -101,28 +104,15 @@ def add_parser(subparsers):
         help="Allow missing or unmatched weights (e.g. an OpenCLIP tower "
         "without a SuperClass head: the head keeps its initialisation).",
     )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="Replace an existing output directory.",
-    )
+    add_overwrite_argument(parser)
     parser.set_defaults(func=run)
     return parser
-
-
-def _check_output(out, overwrite):
-    if os.path.exists(out) and not overwrite:
-        if not os.path.isdir(out) or os.listdir(out):
-            raise ValueError(
-                f"Output {out!r} already exists; pass --overwrite to "
-                f"replace it or choose another --out."
-            )
 
 
 def run(args):
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = os.path.abspath(args.out)
-    _check_output(out, args.overwrite)
+    check_output_dir(out, args.overwrite)
     # Imports after argument checks: they load the deep-learning stack.
     from keras_superclass.convert.openclip import infer_vocabulary_size
     from keras_superclass.convert.openclip import load_reference_weights

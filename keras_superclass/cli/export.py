@@ -1,5 +1,8 @@
 """`keras-superclass export`: a training checkpoint as a keras-hub preset."""
 
+from keras_superclass.cli import add_overwrite_argument
+from keras_superclass.cli import check_output_dir
+
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
@@ -25,6 +28,7 @@ def add_parser(subparsers):
         "and random features with `probe`",
     )
     parser.add_argument("--out", required=True, help="preset directory")
+    add_overwrite_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -37,6 +41,7 @@ def run(args):
     from keras_superclass.training.export import export_preset
     from keras_superclass.training.trainer import build_compiled_model
 
+    check_output_dir(args.out, args.overwrite)
     config_path = os.path.join(args.run, "config.yaml")
     if not os.path.exists(config_path):
         raise FileNotFoundError(

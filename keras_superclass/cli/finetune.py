@@ -8,6 +8,9 @@ accuracy and writes the fine-tuned classifier as a preset to `--out`
 per-epoch history and the class names).
 """
 
+from keras_superclass.cli import add_overwrite_argument
+from keras_superclass.cli import check_output_dir
+
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
@@ -110,6 +113,7 @@ def add_parser(subparsers):
         help="Initialisation, shuffling and augmentation seed.",
     )
     parser.add_argument("--quiet", action="store_true", help="No progress bar.")
+    add_overwrite_argument(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -117,6 +121,7 @@ def add_parser(subparsers):
 def run(args):
     from keras_superclass.training.finetune import finetune
 
+    check_output_dir(args.out, args.overwrite)
     _, results = finetune(
         args.preset,
         args.images,
