@@ -163,6 +163,9 @@ def test_lit_on_demo_encoder_zero_shot_and_retrieval_cli(
     out = capsys.readouterr().out
     # Mistakes end in one line that names them, not in a traceback or an
     # "empty dataset".
+    (tmp_path / "shuffled.txt").write_text(
+        "square\ncircle\ntriangle\ncross\nstar\n"
+    )
     os.makedirs("flat")
     Image.new("RGB", (8, 8)).save("flat/0.png")
     zeroshot = ["zeroshot", "--preset", "presets/lit_tiny", "--classnames",
@@ -173,6 +176,9 @@ def test_lit_on_demo_encoder_zero_shot_and_retrieval_cli(
          "no integer feature 'label'; their integer features: ["),
         (zeroshot + ["--images", "demo_output/shards/test"], "'label_shape'"),
         (zeroshot + ["--images", "flat"], "holds images but no shards"),
+        (zeroshot[:-1] + ["shuffled.txt", "--images", "demo_output/shards/test",
+                          "--label-feature", "label_shape"],
+         "are the data's classes in another order"),
         (zeroshot + ["--images", "flat/0.png"], "is an image, not a shard"),
         (["retrieval", "--preset", "presets/lit_tiny", "--captions",
           "demo_output/shards/tset"], "does not exist"),

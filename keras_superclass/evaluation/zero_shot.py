@@ -181,6 +181,19 @@ def zero_shot_classify(
                 f"has {len(data_names)} classes ({data_names[:5]}...): give "
                 f"one name per class, in class-id order."
             )
+        elif (
+            data_names is not None
+            and sorted(map(str, class_names)) == sorted(map(str, data_names))
+            and list(map(str, class_names)) != list(map(str, data_names))
+        ):
+            # The same names in another order would score every image
+            # against the wrong class, silently.
+            raise ValueError(
+                f"The class names {list(class_names)} are the data's "
+                f"classes in another order; the data numbers them "
+                f"{list(data_names)}. Give them in that order (or leave "
+                f"them out to use the data's)."
+            )
     if class_names is None:
         raise ValueError(
             "The data names no classes: pass `class_names` (one per class, "
