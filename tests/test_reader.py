@@ -348,6 +348,15 @@ def test_corrupt_records_are_skipped_and_counted(tmp_path):
     assert "undecodable_image=1 (+1)" in lines[0]
     assert "undecodable_image=2 (+1)" in lines[1]
     assert "truncated_shard=2 (+1)" in lines[1]
+    # A quiet report (another process's, or verbose=0) says only epochs
+    # that skipped something, with its prefix.
+    quiet = CorruptRecordReport(
+        ds, print_fn=lines.append, only_when_skipped=True, prefix="process 1: "
+    )
+    quiet.on_epoch_end(0)  # the records skipped so far: said
+    quiet.on_epoch_end(1)  # nothing new: no line
+    assert lines[2].startswith("process 1: Epoch 1: corrupt records skipped")
+    assert len(lines) == 3
     ds.corrupt_records.reset()
     assert ds.corrupt_records.total == 0
     with pytest.raises(ValueError, match="CorruptRecordCounter"):

@@ -83,6 +83,9 @@ class CorruptRecordReport(keras.callbacks.Callback):
         source: a `CorruptRecordCounter`, or a dataset returned by this
             module's readers (its `corrupt_records`).
         print_fn: where the line goes (default `print`).
+        only_when_skipped: no line for an epoch that skipped nothing (e.g.
+            a quiet run, or the other processes of a multi-process run).
+        prefix: put before each line (e.g. which process reports).
 
     Example (skipped as a doctest: needs TFRecord shards on disk):
 
@@ -91,7 +94,9 @@ class CorruptRecordReport(keras.callbacks.Callback):
     >>> model.fit(ds, callbacks=[CorruptRecordReport(ds)])  # doctest: +SKIP
     """
 
-    def __init__(self, source, print_fn=print):
+    def __init__(
+        self, source, print_fn=print, only_when_skipped=False, prefix=""
+    ):
         super().__init__()
         self.counter = getattr(source, "corrupt_records", source)
         if not isinstance(self.counter, CorruptRecordCounter):
@@ -101,17 +106,23 @@ class CorruptRecordReport(keras.callbacks.Callback):
                 f"{type(source).__name__}."
             )
         self.print_fn = print_fn
+        self.only_when_skipped = only_when_skipped
+        self.prefix = prefix
         self._last = {}
 
     def on_epoch_end(self, epoch, logs=None):
         counts = self.counter.counts()
         new = {k: v - self._last.get(k, 0) for k, v in counts.items()}
         self._last = counts
+        if self.only_when_skipped and not any(new.values()):
+            return
         if counts:
             text = ", ".join(f"{k}={v} (+{new[k]})" for k, v in counts.items())
         else:
             text = "none"
-        self.print_fn(f"Epoch {epoch + 1}: corrupt records skipped: {text}")
+        self.print_fn(
+            f"{self.prefix}Epoch {epoch + 1}: corrupt records skipped: {text}"
+        )
 
 
 def caption_code(caption):

@@ -320,8 +320,15 @@ def _train(config, resume, callbacks, verbose, distribution):
         keras.callbacks.TerminateOnNaN(),
         # Every process saves (a collective step); the chief writes.
         CheckpointCallback(manager, extra=shards, write=chief),
-        # Skipped (corrupt) records are counted by the reader; say so.
-        CorruptRecordReport(dataset),
+        # Skipped (corrupt) records are counted by the reader; say so (in
+        # a quiet run, and from each other process, only when it skipped).
+        CorruptRecordReport(
+            dataset,
+            only_when_skipped=not chief or verbose == 0,
+            prefix=f"process {distribution.process_index}: "
+            if distribution.num_processes > 1
+            else "",
+        ),
     ]
     if chief:  # one writer of the run directory
         all_callbacks.insert(3, _CSVLogger(log_path, append=True))
