@@ -246,6 +246,9 @@ def test_tensorboard_plain_log_quiet_output_and_finished_resume(
         rows = list(csv.DictReader(f))
     assert all(float(row["images_per_second"]) > 0 for row in rows), rows
     assert "images_per_second: " in result.stdout
+    # Where it trains: the devices (or replicas) are named up front.
+    assert "Training 2 steps at a global batch of " in result.stdout
+    assert " on one device" in result.stdout
     noise = [x for x in result.stderr.splitlines() if NOISE.match(x)]
     assert not noise, result.stderr
 

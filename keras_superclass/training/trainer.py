@@ -305,6 +305,11 @@ def _train(config, resume, callbacks, verbose, distribution):
     )
     check_labels(dataset, config)
     chief = distribution.is_chief
+    if chief and verbose != 0:
+        print(
+            f"Training {t['total_steps']} steps at a global batch of "
+            f"{t['global_batch_size']} on {distribution.description}."
+        )
     if not resume and chief:  # now: a failed start leaves no directory
         os.makedirs(run_dir, exist_ok=True)
         save_config(config, os.path.join(run_dir, "config.yaml"))
