@@ -163,6 +163,7 @@ def run_torch(out):
     losses = fit(model, x[rows], ids[rows], local)
     parallel = state(model)
     reader_share = default_process_index_and_count()
+    gathered = contrastive_parts(rank, run.num_replicas)
     dist.destroy_process_group()
     if rank != 0:
         return
@@ -175,8 +176,77 @@ def run_torch(out):
         reader_share=list(reader_share),
         losses=losses,
         single_losses=single_losses,
+        contrastive=compare_contrastive(gathered, run.num_replicas),
     )
     write(out, result)
+
+
+CONTRASTIVE_ROWS = 8
+
+
+def contrastive_features():
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(2, CONTRASTIVE_ROWS, 6))
+    features /= np.linalg.norm(features, axis=-1, keepdims=True)
+    return features.astype("float32")
+
+
+def contrastive_losses(image, text):
+    """CLIP and SigLIP losses and their feature gradients (torch)."""
+    import torch
+
+    from keras_superclass.losses.contrastive_losses import clip_loss
+    from keras_superclass.losses.contrastive_losses import siglip_loss
+
+    out = {}
+    losses = (("clip", clip_loss, None), ("siglip", siglip_loss, -1.0))
+    for name, loss_fn, bias in losses:
+        i = torch.tensor(image, requires_grad=True)
+        t = torch.tensor(text, requires_grad=True)
+        scale = torch.tensor(10.0)
+        loss = loss_fn(
+            i, t, scale, None if bias is None else torch.tensor(bias)
+        )
+        loss.backward()
+        out[name] = [float(loss), i.grad.numpy(), t.grad.numpy()]
+    return out
+
+
+def contrastive_parts(rank, world):
+    """This process's losses on its rows (features gathered with gradients
+    from every process), collected on every process."""
+    import torch.distributed as dist
+
+    image, text = contrastive_features()
+    local = CONTRASTIVE_ROWS // world
+    rows = slice(rank * local, (rank + 1) * local)
+    parts = [None] * world
+    dist.all_gather_object(parts, contrastive_losses(image[rows], text[rows]))
+    return parts
+
+
+def compare_contrastive(parts, world):
+    """Per loss: the relative gaps to one process on the global batch (the
+    mean of the processes' losses; each process's feature gradients, which
+    the gather's backward sums over the processes, are `world` times the
+    global loss's)."""
+    import numpy as np
+
+    single = contrastive_losses(*contrastive_features())
+    result = {}
+    for name, (loss, image_grad, text_grad) in single.items():
+        mean = np.mean([p[name][0] for p in parts])
+        grads = [np.concatenate([p[name][k] for p in parts]) for k in (1, 2)]
+        result[name] = {
+            "loss_rel": abs(mean - loss) / abs(loss),
+            "grad_rel": max(
+                float(np.max(np.abs(g - world * e)) / np.max(np.abs(e)))
+                for g, e in zip(grads, (image_grad, text_grad))
+            ),
+        }
+    return result
 
 
 def write(out, result):

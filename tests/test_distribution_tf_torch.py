@@ -72,6 +72,10 @@ def test_torchrun_data_parallel_equals_one_device(tmp_path):
     # Each process reads its own share of the shards and of each batch.
     assert result["reader_share"] == [0, 2]
     assert result["process_batch"] == 4
+    # CLIP / SigLIP across processes (features gathered with gradients)
+    # equal one process on the global batch.
+    for name, gaps in result["contrastive"].items():
+        assert gaps["loss_rel"] <= 1e-5 and gaps["grad_rel"] <= 1e-5, name
 
 
 @pytest.mark.skipif(

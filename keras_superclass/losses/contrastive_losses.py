@@ -18,6 +18,8 @@ Data parallelism: the loss needs every pair of the global batch.
   losses (what the optimizer does) gives the global loss.
 """
 
+import warnings
+
 import keras
 from keras import ops
 
@@ -58,7 +60,14 @@ def _replica_context():
         import torch.distributed.nn  # noqa: F401 (the differentiable ops)
 
         def gather(x):
-            return torch.cat(torch.distributed.nn.all_gather(x), dim=0)
+            # Deprecated in torch 2.14 for a private module's function; the
+            # differentiable gather OpenCLIP uses, without the notice.
+            with warnings.catch_warnings():
+                warnings.filterwarnings(
+                    "ignore", "torch.distributed.nn.functional.all_gather"
+                )
+                parts = torch.distributed.nn.all_gather(x)
+            return torch.cat(parts, dim=0)
 
         return dist.get_rank(), world_size, gather
     return None  # JAX: keras.distribution hands the loss the global batch.
