@@ -274,6 +274,12 @@ def test_bad_values_fail_before_anything_is_built(demo_data, tmp_path, capsys):
         assert f"'{key}' on the command line" in error
         assert "Traceback" not in error
         assert not run_dir.exists()
+    # An image size the patches do not tile names the config keys.
+    override = "model.backbone.patch_size=7"
+    assert main([*run_args(root, train_glob, run_dir), override]) == 2
+    error = capsys.readouterr().err
+    assert "not divisible by the patch size 7" in error
+    assert "'model.backbone.patch_size'" in error and not run_dir.exists()
 
 
 def test_skipped_records_are_reported_and_export_options(

@@ -12,6 +12,7 @@ from keras_superclass.training.image_text_builders import (
 )
 from keras_superclass.training.image_text_builders import build_image_text_task
 from keras_superclass.training.image_text_builders import is_image_text
+from keras_superclass.utils.presets import did_you_mean
 
 
 def _architecture_presets():
@@ -33,14 +34,24 @@ def known_presets():
 def build_backbone(preset, overrides=None):
     """An encoder from an architecture preset name or a preset directory."""
     overrides = dict(overrides or {})
-    for backbone_cls, presets in _architecture_presets():
-        if preset in presets:
-            return backbone_cls(**{**presets[preset]["backbone"], **overrides})
-    if os.path.isdir(preset):
-        return keras_hub.models.Backbone.from_preset(preset, **overrides)
+    try:
+        for backbone_cls, presets in _architecture_presets():
+            if preset in presets:
+                config = {**presets[preset]["backbone"], **overrides}
+                return backbone_cls(**config)
+        if os.path.isdir(preset):
+            return keras_hub.models.Backbone.from_preset(preset, **overrides)
+    except ValueError as error:
+        if "patch size" not in str(error):
+            raise
+        raise ConfigError(
+            f"{error} In a config: 'model.backbone.image_shape' (with "
+            f"'data.image_size') and 'model.backbone.patch_size'."
+        ) from error
     raise ConfigError(
         f"Unknown model preset {preset!r}. Known presets: "
         f"{', '.join(known_presets())}; or a directory from save_to_preset."
+        f"{did_you_mean(preset, known_presets())}"
     )
 
 
