@@ -197,6 +197,8 @@ def test_lit_on_demo_encoder_zero_shot_and_retrieval_cli(
     assert shape["top5"] is None and colour["top5"] >= colour["top1"]
     # 256 captions: chance recall@10 is 10 / 256 = 0.04.
     assert retrieval["image_to_text_R@10"] > 0.1
+    # `demo --data-only` counts its own two stages, not the demo's five.
+    assert "[2/2] Building the word and synset vocabularies" in out
     # Each summary starts its own line, after the progress bar's.
     assert "\nzero-shot on 256 images, 5 classes, 2 templates: top-1 " in out
     assert ", 6 classes, 2 templates: top-1 0." in out and "top-5" in out

@@ -56,8 +56,11 @@ def _probe(encoder, out_dir, probe_epochs, verbose):
     return accuracies
 
 
-def prepare_demo_data(out_dir, num_train=3072, num_test=768, seed=0):
+def prepare_demo_data(out_dir, num_train=3072, num_test=768, seed=0, stages=2):
     """Writes what the tiny configs read, under `out_dir`.
+
+    Its two stages are announced as `[1/stages]` and `[2/stages]` (the
+    whole demo has five).
 
     `shards/{train,test}` (the demo dataset), `tokenizer/` (a word
     vocabulary of the training captions, for `demo_tiny` and
@@ -74,13 +77,16 @@ def prepare_demo_data(out_dir, num_train=3072, num_test=768, seed=0):
     os.makedirs(out_dir, exist_ok=True)
     shard_dir = os.path.join(out_dir, "shards")
     if not glob.glob(os.path.join(shard_dir, "test", "*.tfrecord")):
-        print(f"[1/5] Writing the demo dataset to {shard_dir}")
+        print(f"[1/{stages}] Writing the demo dataset to {shard_dir}")
         write_demo_dataset(
             shard_dir, num_train=num_train, num_test=num_test, seed=seed
         )
     train_glob = os.path.join(shard_dir, "train", "*.tfrecord")
 
-    print("[2/5] Building the word vocabulary from the training captions")
+    print(
+        f"[2/{stages}] Building the word and synset vocabularies from the "
+        f"training captions"
+    )
     tokenizer = train_tokenizer(
         "word", iter_captions(train_glob), vocabulary_size=1000, min_count=2
     )
@@ -128,7 +134,9 @@ def run_demo(
     keras.utils.set_random_seed(seed)
     shard_dir = os.path.join(out_dir, "shards")
     train_glob = os.path.join(shard_dir, "train", "*.tfrecord")
-    tokenizer_dir = prepare_demo_data(out_dir, num_train, num_test, seed)[0]
+    tokenizer_dir = prepare_demo_data(
+        out_dir, num_train, num_test, seed, stages=5
+    )[0]
 
     print("[3/5] Pretraining a tiny SuperClass ViT")
     run_dir = os.path.join(out_dir, "run")
