@@ -208,6 +208,8 @@ def test_finetune_refuses_a_table_whose_test_rows_are_its_training_rows(
     # Checked before any model is built: the preset need not exist yet.
     with pytest.raises(ValueError, match="has no 'split' column"):
         finetune("unused_preset", str(table))
+    with pytest.raises(TypeError, match="epochs must be a whole number"):
+        finetune("unused_preset", str(table), epochs="1")
 
 
 @pytest.mark.skipif(

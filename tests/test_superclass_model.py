@@ -172,6 +172,8 @@ def test_warmup_cosine_schedule():
     # stay near zero.
     with pytest.warns(UserWarning, match="never reaches learning_rate"):
         model.compile(total_steps=20)
+    with pytest.raises(TypeError, match="total_steps must be a whole"):
+        model.compile(total_steps="20")
 
 
 def test_mixed_bfloat16_and_remat_track_float32():

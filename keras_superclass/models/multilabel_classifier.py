@@ -47,6 +47,14 @@ def reference_optimizer(
     (`model.backbone`) learns at `d ** (L + 1 - layer)` times the rate
     (`LayerDecayAdamW`, the BEiT / MAE fine-tuning recipe).
     """
+    steps = {"total_steps": total_steps, "warmup_steps": warmup_steps}
+    for name, value in steps.items():
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | np.integer)
+        ):
+            raise TypeError(
+                f"{name} must be a whole number of steps, got {value!r}."
+            )
     if total_steps and warmup_steps >= total_steps:
         warnings.warn(
             f"warmup_steps={warmup_steps} is not below total_steps="

@@ -121,6 +121,11 @@ def finetune(
     from keras_superclass.models import SuperClassImageClassifier
     from keras_superclass.training.export import export_preset
 
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise TypeError(
+                f"{name} must be a whole number of at least 1, got {value!r}."
+            )
     for name, path in (("images", images), ("test", test)):
         if path is not None and not any(c in os.fspath(path) for c in "*?["):
             if not os.path.exists(path):
