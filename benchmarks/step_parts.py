@@ -18,8 +18,11 @@ interleaved (ours, reference, ours, ...), on the current Keras backend:
   block time is its matmul library (`mlp_matmul_gflops`) and how much the
   elementwise work around it;
 - xla (jax only): the jitted train step compiled with XLA's default CPU
-  matmuls (YNNPACK) and with the package's default (XLA's own), steps
-  interleaved in one process.
+  matmuls (YNNPACK), with the package's default (XLA's own), and with
+  the package's default plus one other XLA CPU option each (512-bit
+  vectors, fast math, oneDNN, the concurrency-optimised scheduler, no
+  fusion emitters, single-threaded Eigen), steps interleaved in one
+  process.
 
 Usage:
     KERAS_BACKEND=jax python benchmarks/step_parts.py
@@ -322,6 +325,24 @@ def xla_part(small, repeats):
             "xla_cpu_experimental_ynn_fusion_type": ""
         },
     }
+    # Other CPU options XLA offers, each on top of the package's default
+    # (tenth pass: none moved the S/16 step beyond +-3%).
+    for name, option, value in (
+        ("vector_width_512", "xla_cpu_prefer_vector_width", 512),
+        ("fast_math", "xla_cpu_enable_fast_math", True),
+        ("onednn", "xla_cpu_use_onednn", True),
+        (
+            "concurrency_scheduler",
+            "xla_cpu_enable_concurrency_optimized_scheduler",
+            True,
+        ),
+        ("no_fusion_emitters", "xla_cpu_use_fusion_emitters", False),
+        ("single_thread_eigen", "xla_cpu_multi_thread_eigen", False),
+    ):
+        variants[name] = {
+            "xla_cpu_experimental_ynn_fusion_type": "",
+            option: value,
+        }
     functions = {}
     for name, options in variants.items():
         compiled = lowered.compile(compiler_options=options)
