@@ -139,6 +139,23 @@ def test_readme_python_block_runs(tmp_path, monkeypatch, capsys):
     assert "'label':" in out and os.path.isdir("my_superclass")
 
 
+def test_readme_image_text_block_runs_without_warnings(
+    tmp_path, monkeypatch, capsys
+):
+    import warnings
+
+    monkeypatch.chdir(tmp_path)
+    code = readme_block("python", "ImageTextModel(")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        exec(compile(code, "README.md", "exec"), {"__name__": "__readme__"})
+    # One predicted prompt (0 or 1) per image of the batch.
+    out = capsys.readouterr().out.strip()
+    assert set(out.strip("[]").split()) <= {"0", "1"} and len(out) >= 24
+    ours = [str(w.message) for w in caught if "keras_superclass" in w.filename]
+    assert not ours, ours
+
+
 CONFIG_DIR = os.path.join(REPO, "keras_superclass", "configs")
 FULL_SIZE_CONFIGS = sorted(
     name[: -len(".yaml")]
