@@ -20,6 +20,7 @@ import os
 import keras
 import numpy as np
 
+from keras_superclass.cli import positive_int
 from keras_superclass.data import labelled_image_dataset
 from keras_superclass.data.demo_dataset import CLASS_NAMES
 from keras_superclass.data.demo_dataset import DemoSource
@@ -121,13 +122,6 @@ def fit_classifier(kernel, bias, x, y, x_test, y_test, epochs=30):
 def _epoch_length(steps):
     """About a third of `steps` that divides it (three logged epochs)."""
     return next(d for d in range(max(1, steps // 3), 0, -1) if steps % d == 0)
-
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def main():

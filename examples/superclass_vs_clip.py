@@ -22,6 +22,7 @@ import time
 import keras
 import numpy as np
 
+from keras_superclass.cli import positive_int
 from keras_superclass.demo.pipeline import PROBE_LABELS
 from keras_superclass.demo.pipeline import _probe
 from keras_superclass.demo.pipeline import prepare_demo_data
@@ -125,13 +126,6 @@ def plot(results, path):
     )
     _save_figure(figure, path)
     plt.close(figure)
-
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def main():

@@ -210,6 +210,8 @@ def test_finetune_refuses_a_table_whose_test_rows_are_its_training_rows(
         finetune("unused_preset", str(table))
     with pytest.raises(TypeError, match="epochs must be a whole number"):
         finetune("unused_preset", str(table), epochs="1")
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        finetune("unused_preset", str(table), batch_size=0)
 
 
 @pytest.mark.skipif(

@@ -5,6 +5,7 @@ Importing this package when the process is the command (the package's
 has to happen before TensorFlow is first imported.
 """
 
+import argparse
 import contextlib
 import importlib
 import os
@@ -85,3 +86,11 @@ def check_output_dir(out, overwrite):
                 f"Output {out!r} already exists; pass --overwrite to "
                 f"replace it or choose another --out."
             )
+
+
+def positive_int(text):
+    """An argparse `type`: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value

@@ -10,6 +10,7 @@ per-epoch history and the class names).
 
 from keras_superclass.cli import add_overwrite_argument
 from keras_superclass.cli import check_output_dir
+from keras_superclass.cli import positive_int
 
 
 def add_parser(subparsers):
@@ -54,10 +55,13 @@ def add_parser(subparsers):
         help="Integer label feature of labelled shards.",
     )
     parser.add_argument(
-        "--epochs", type=int, default=10, help="Passes over the images."
+        "--epochs",
+        type=positive_int,
+        default=10,
+        help="Passes over the images.",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=32, help="Images per step."
+        "--batch-size", type=positive_int, default=32, help="Images per step."
     )
     parser.add_argument(
         "--learning-rate", type=float, default=1e-3, help="Peak head rate."

@@ -122,10 +122,10 @@ def finetune(
     from keras_superclass.training.export import export_preset
 
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise TypeError(
-                f"{name} must be a whole number of at least 1, got {value!r}."
-            )
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be a whole number, got {value!r}.")
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}.")
     for name, path in (("images", images), ("test", test)):
         if path is not None and not any(c in os.fspath(path) for c in "*?["):
             if not os.path.exists(path):
