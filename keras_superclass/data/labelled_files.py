@@ -44,6 +44,14 @@ def is_label_table(path):
     ).lower().endswith((".csv", ".tsv"))
 
 
+def _read_table(path):
+    """`(rows as dicts, header)` of a CSV (or, by its suffix, TSV) table."""
+    with open(path, newline="", encoding="utf-8") as f:
+        delimiter = "\t" if os.fspath(path).lower().endswith(".tsv") else ","
+        reader = csv.DictReader(f, delimiter=delimiter)
+        return list(reader), reader.fieldnames or []
+
+
 def label_table_files(path, split):
     """`(paths, labels, class_names)` of a `file,label[,split]` table.
 
@@ -51,9 +59,7 @@ def label_table_files(path, split):
     label names of the whole table, so every split maps them alike.
     """
     path = os.fspath(path)
-    with open(path, newline="", encoding="utf-8") as f:
-        delimiter = "\t" if path.lower().endswith(".tsv") else ","
-        rows = list(csv.DictReader(f, delimiter=delimiter))
+    rows, _ = _read_table(path)
     columns = set(rows[0]) if rows else set()
     if not {"file", "label"} <= columns:
         raise ValueError(
@@ -98,10 +104,7 @@ def check_separate_splits(train, test, train_split, test_split):
         return
     if os.path.abspath(train) != os.path.abspath(test):
         return
-    with open(train, newline="", encoding="utf-8") as f:
-        delimiter = "\t" if os.fspath(train).lower().endswith(".tsv") else ","
-        header = next(csv.reader(f, delimiter=delimiter), [])
-    if "split" not in header:
+    if "split" not in _read_table(train)[1]:
         raise ValueError(
             f"{os.fspath(train)!r} has no 'split' column, so its test images "
             f"would be its training images. Add a 'split' column (train / "

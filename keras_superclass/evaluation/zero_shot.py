@@ -129,6 +129,12 @@ def _numpy_batches(dataset):
     return iter(dataset)
 
 
+def _reordered(given, data_names):
+    """Whether `given` holds exactly the data's names in another order."""
+    given, data_names = list(map(str, given)), list(map(str, data_names))
+    return given != data_names and sorted(given) == sorted(data_names)
+
+
 def zero_shot_classify(
     model,
     data,
@@ -181,11 +187,7 @@ def zero_shot_classify(
                 f"has {len(data_names)} classes ({data_names[:5]}...): give "
                 f"one name per class, in class-id order."
             )
-        elif (
-            data_names is not None
-            and sorted(map(str, class_names)) == sorted(map(str, data_names))
-            and list(map(str, class_names)) != list(map(str, data_names))
-        ):
+        elif data_names is not None and _reordered(class_names, data_names):
             # The same names in another order would score every image
             # against the wrong class, silently.
             raise ValueError(

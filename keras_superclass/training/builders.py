@@ -6,6 +6,9 @@ import keras_hub
 
 from keras_superclass.models import SuperClassBackbone
 from keras_superclass.models import SuperClassClassifier
+from keras_superclass.models.superclass.superclass_backbone import (
+    PatchGridError,
+)
 from keras_superclass.training.config import ConfigError
 from keras_superclass.training.image_text_builders import (
     build_image_text_preprocessor,
@@ -41,9 +44,7 @@ def build_backbone(preset, overrides=None):
                 return backbone_cls(**config)
         if os.path.isdir(preset):
             return keras_hub.models.Backbone.from_preset(preset, **overrides)
-    except ValueError as error:
-        if "patch size" not in str(error):
-            raise
+    except PatchGridError as error:
         raise ConfigError(
             f"{error} In a config: 'model.backbone.image_shape' (with "
             f"'data.image_size') and 'model.backbone.patch_size'."

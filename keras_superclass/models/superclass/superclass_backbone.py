@@ -20,6 +20,10 @@ from keras_superclass.utils.presets import resolve_preset
 POOLINGS = ("avg", "cls", "map")
 
 
+class PatchGridError(ValueError):
+    """Images whose sides the patch size does not divide."""
+
+
 def check_image_shape(image_shape, patch_size):
     """Validates `(H, W, C)` against the patch size; returns it as a tuple."""
     image_shape = tuple(image_shape)
@@ -37,7 +41,7 @@ def check_image_shape(image_shape, patch_size):
             )
         if size % patch_size:
             fit = max(patch_size, size // patch_size * patch_size)
-            raise ValueError(
+            raise PatchGridError(
                 f"Image {name} {size} is not divisible by the patch size "
                 f"{patch_size}. Resize or crop images to a multiple of "
                 f"{patch_size} (e.g. {fit})."
