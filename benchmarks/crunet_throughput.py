@@ -7,8 +7,16 @@ ResNeXt units (`cru_dims=[0, 0, 0, 0]`), so the comparison isolates the
 Collective Residual Units. Timed steps alternate between the two models so
 that machine noise hits both alike; the ratio is the figure to compare.
 
+`--convolutions compare` times CRU-Net-56 with the backend's own grouped,
+depthwise and 1x1 convolution kernels against the forms
+`keras_superclass.layers.convolutions` uses under XLA on a CPU (plain
+convolutions per group, one multiply-add per depthwise tap, 1x1 as a
+matmul), alternating the two.
+
 Usage:
     KERAS_BACKEND=jax python benchmarks/crunet_throughput.py [--json]
+    KERAS_BACKEND=jax python benchmarks/crunet_throughput.py \
+        --convolutions compare
 """
 
 import argparse
@@ -24,18 +32,25 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from train_step import cpu_info  # noqa: E402
 
+from keras_superclass.layers.convolutions import forced_kernels  # noqa: E402
 from keras_superclass.models.crunet import CRUNetImageClassifier  # noqa: E402
 
+# name: (backbone overrides, forced kernels: None = the package's choice)
 MODELS = {
-    "crunet56": {},
-    "resnext50_32x4d": {"cru_dims": [0, 0, 0, 0]},
+    "crunet56": ({}, None),
+    "resnext50_32x4d": ({"cru_dims": [0, 0, 0, 0]}, None),
+}
+CONVOLUTIONS = {
+    "xla_cpu_forms": ({}, False),
+    "native_kernels": ({}, True),
 }
 
 
-def build(overrides, image_size, num_classes):
+def build(preset, overrides, image_size, num_classes):
     model = CRUNetImageClassifier.from_preset(
-        "crunet56",
+        preset,
         num_classes=num_classes,
         image_shape=(image_size, image_size, 3),
         compile=False,
@@ -60,6 +75,16 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--num-classes", type=int, default=1000)
     parser.add_argument(
+        "--preset", default="crunet56", help="CRU-Net preset to build"
+    )
+    parser.add_argument(
+        "--convolutions",
+        choices=("auto", "native", "compare"),
+        default="auto",
+        help="auto: the package's choice for this backend and device; "
+        "native: the backend's own kernels; compare: CRU-Net with both",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print one JSON line last"
     )
     args = parser.parse_args(argv)
@@ -72,15 +97,29 @@ def main(argv=None):
     images = images.astype("float32")
     labels = rng.integers(0, args.num_classes, size=(args.batch_size,))
 
+    variants = dict(MODELS)
+    if args.convolutions == "native":
+        variants = {name: (o, True) for name, (o, _) in MODELS.items()}
+    elif args.convolutions == "compare":
+        variants = dict(CONVOLUTIONS)
+
+    def step(name):
+        overrides, native = variants[name]
+        if native is None:
+            return models[name].train_on_batch(images, labels)
+        # Read at trace (jax, tensorflow) and at every call (torch eager).
+        with forced_kernels(native):
+            return models[name].train_on_batch(images, labels)
+
     keras.utils.set_random_seed(0)
     models, setup = {}, {}
-    for name, overrides in MODELS.items():
+    for name, (overrides, _) in variants.items():
         start = time.perf_counter()
-        model = build(overrides, size, args.num_classes)
+        models[name] = build(args.preset, overrides, size, args.num_classes)
+        model = models[name]
         for _ in range(max(1, args.warmup)):  # first step compiles
-            model.train_on_batch(images, labels)
+            step(name)
         setup[name] = time.perf_counter() - start
-        models[name] = model
         print(
             f"{name}: {trainable_count(model):,} trainable parameters, "
             f"build + {max(1, args.warmup)} warm-up step(s) "
@@ -90,9 +129,9 @@ def main(argv=None):
 
     times = {name: [] for name in models}
     for _ in range(args.steps):
-        for name, model in models.items():
+        for name in models:
             start = time.perf_counter()
-            model.train_on_batch(images, labels)
+            step(name)
             times[name].append(time.perf_counter() - start)
             print(f"  {name}: step {times[name][-1]:.2f} s", flush=True)
 
@@ -103,6 +142,9 @@ def main(argv=None):
     )
     result = {
         "backend": backend,
+        "preset": args.preset,
+        "convolutions": args.convolutions,
+        **cpu_info(),
         "batch_size": args.batch_size,
         "image_size": size,
         "steps": args.steps,
@@ -117,12 +159,12 @@ def main(argv=None):
             "images_per_second": rate,
             "setup_seconds": setup[name],
         }
+    first, second = list(variants)
     ratio = (
-        result["crunet56"]["images_per_second"]
-        / result["resnext50_32x4d"]["images_per_second"]
+        result[first]["images_per_second"] / result[second]["images_per_second"]
     )
-    result["throughput_ratio_crunet56_over_resnext50"] = ratio
-    print(f"  CRU-Net-56 / ResNeXt-50 throughput: {ratio:.3f}x")
+    result[f"throughput_ratio_{first}_over_{second}"] = ratio
+    print(f"  {first} / {second} throughput: {ratio:.3f}x")
     if args.json:
         print(json.dumps(result))
     return result

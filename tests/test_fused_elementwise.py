@@ -10,6 +10,8 @@ Dense is one `addmm`. On every backend they must equal
 import keras
 import numpy as np
 import pytest
+from gradient_check import as_numpy
+from gradient_check import value_and_grads
 from keras import ops
 
 from keras_superclass.layers.fused_dense import Dense
@@ -22,52 +24,11 @@ from keras_superclass.models.superclass.superclass_layers import (
 BACKEND = keras.backend.backend()
 
 
-def _value_and_grads(function, inputs):
-    """`function(*inputs)` and the gradients of a weighted sum of it."""
-
-    def weights_like(out):
-        rng = np.random.default_rng(1)
-        return rng.normal(size=tuple(out.shape)).astype("float32")
-
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        tensors = [tf.convert_to_tensor(x) for x in inputs]
-        with tf.GradientTape() as tape:
-            tape.watch(tensors)
-            out = function(*tensors)
-            loss = tf.reduce_sum(tf.cast(out, "float32") * weights_like(out))
-        grads = tape.gradient(loss, tensors)
-    elif BACKEND == "jax":
-        import jax
-
-        def loss_of(*xs):
-            out = function(*xs)
-            loss = ops.cast(out, "float32") * weights_like(out)
-            return ops.sum(loss), out
-
-        (_, out), grads = jax.value_and_grad(
-            loss_of, argnums=tuple(range(len(inputs))), has_aux=True
-        )(*inputs)
-    else:
-        import torch
-
-        tensors = [torch.tensor(x, requires_grad=True) for x in inputs]
-        out = function(*tensors)
-        (out.float() * torch.from_numpy(weights_like(out))).sum().backward()
-        grads = [t.grad for t in tensors]
-    return _numpy(out), [_numpy(g) for g in grads]
-
-
-def _numpy(x):
-    return np.asarray(ops.convert_to_numpy(ops.cast(x, "float32")))
-
-
 def test_gelu_equals_keras_exact_gelu_with_its_gradient():
     x = np.random.default_rng(0).normal(size=(7, 16)).astype("float32") * 3
-    ours, (our_grad,) = _value_and_grads(gelu, [x])
+    ours, (our_grad,) = value_and_grads(gelu, [x])
     keras_gelu = lambda t: ops.gelu(t, approximate=False)  # noqa: E731
-    reference, (reference_grad,) = _value_and_grads(keras_gelu, [x])
+    reference, (reference_grad,) = value_and_grads(keras_gelu, [x])
     np.testing.assert_allclose(ours, reference, atol=2e-6)
     np.testing.assert_allclose(our_grad, reference_grad, atol=5e-6)
 
@@ -135,9 +96,9 @@ def _norm_with_weights(layer):
 def test_layer_norm_equals_keras_with_gradients_for_weights():
     ours, keras_norm = _layer_pair()
     x = np.random.default_rng(0).normal(size=(7, 16)).astype("float32") * 2
-    weights = [_numpy(ours.gamma), _numpy(ours.beta)]
-    out, grads = _value_and_grads(_norm_with_weights(ours), [x, *weights])
-    ref, ref_grads = _value_and_grads(
+    weights = [as_numpy(ours.gamma), as_numpy(ours.beta)]
+    out, grads = value_and_grads(_norm_with_weights(ours), [x, *weights])
+    ref, ref_grads = value_and_grads(
         _norm_with_weights(keras_norm), [x, *weights]
     )
     np.testing.assert_allclose(out, ref, atol=2e-6)
@@ -232,7 +193,7 @@ def _dense_pair(policy="float32", **kwargs):
 def test_dense_equals_keras_dense_with_gradients(shape):
     ours, keras_dense = _dense_pair(activation="gelu")
     x = np.random.default_rng(0).normal(size=shape).astype("float32")
-    weights = [_numpy(ours.kernel), _numpy(ours.bias)]
+    weights = [as_numpy(ours.kernel), as_numpy(ours.bias)]
 
     def with_weights(layer):
         def function(x, kernel, bias):
@@ -240,8 +201,8 @@ def test_dense_equals_keras_dense_with_gradients(shape):
 
         return function
 
-    out, grads = _value_and_grads(with_weights(ours), [x, *weights])
-    ref, ref_grads = _value_and_grads(with_weights(keras_dense), [x, *weights])
+    out, grads = value_and_grads(with_weights(ours), [x, *weights])
+    ref, ref_grads = value_and_grads(with_weights(keras_dense), [x, *weights])
     assert out.shape == (*shape[:-1], 6)
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
     for grad, ref_grad in zip(grads, ref_grads):
@@ -254,7 +215,7 @@ def test_dense_mixed_bfloat16_and_lora_match_keras():
     out = ours(x)
     assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
     np.testing.assert_allclose(
-        _numpy(out), _numpy(keras_dense(x)), rtol=2e-2, atol=5e-2
+        as_numpy(out), as_numpy(keras_dense(x)), rtol=2e-2, atol=5e-2
     )
     ours, keras_dense = _dense_pair()
     for layer in (ours, keras_dense):
@@ -262,9 +223,9 @@ def test_dense_mixed_bfloat16_and_lora_match_keras():
         layer.lora_kernel_a.assign(np.full((16, 2), 0.5, "float32"))
         layer.lora_kernel_b.assign(np.ones((2, 6), "float32"))
     np.testing.assert_allclose(
-        _numpy(ours(x)), _numpy(keras_dense(x)), rtol=1e-5, atol=1e-5
+        as_numpy(ours(x)), as_numpy(keras_dense(x)), rtol=1e-5, atol=1e-5
     )
-    assert not np.allclose(_numpy(ours(x)), _numpy(_dense_pair()[0](x)))
+    assert not np.allclose(as_numpy(ours(x)), as_numpy(_dense_pair()[0](x)))
 
 
 @pytest.mark.skipif(
@@ -277,7 +238,7 @@ def test_torch_dense_adds_its_bias_inside_the_matmul():
 
     ours, _ = _dense_pair()
     kernel, bias = (
-        torch.tensor(_numpy(w), requires_grad=True)
+        torch.tensor(as_numpy(w), requires_grad=True)
         for w in (ours.kernel, ours.bias)
     )
     for shape in ((7, 16), (2, 3, 16)):

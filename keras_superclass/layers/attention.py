@@ -7,6 +7,7 @@ from keras import ops
 
 from keras_superclass.layers.fused_dense import Dense
 from keras_superclass.layers.token_head import torch_linear_kernel_initializer
+from keras_superclass.utils.xla_flags import jax_or_tensorflow_on_cpu
 
 
 def tokens_as_rows(x):
@@ -31,16 +32,7 @@ def fused_attention_is_faster(flash_attention=None):
     """
     if flash_attention:
         return True  # the user asked for the fused kernel
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return jax.default_backend() != "cpu"
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_logical_devices("GPU"))
-    return True
+    return not jax_or_tensorflow_on_cpu()
 
 
 def _heads_and_scores(qkv, causal):

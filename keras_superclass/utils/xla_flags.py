@@ -1,4 +1,4 @@
-"""XLA settings the package chooses for CPU training (jax and tensorflow).
+"""XLA settings and choices the package makes for CPU training (jax, TF).
 
 Recent XLA sends float32 matmuls on a CPU to YNNPACK. On the ViT train
 step XLA's own matmuls are faster: S/16 at batch 16 took 3.2 s instead of
@@ -63,3 +63,24 @@ def set_cpu_matmul_default(environ=None):
         return False
     environ["XLA_FLAGS"] = f"{flags} {CPU_MATMUL_FLAG}".strip()
     return True
+
+
+def jax_or_tensorflow_on_cpu():
+    """Whether the backend is jax or TensorFlow computing on a CPU.
+
+    There XLA (jax; TensorFlow for the ops Keras compiles on a CPU) lacks
+    some fused kernels that PyTorch and GPU / TPU libraries have, and a
+    few layers take a faster formulation.
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() == "cpu"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return not tf.config.list_logical_devices("GPU")
+    return False

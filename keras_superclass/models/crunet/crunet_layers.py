@@ -11,6 +11,10 @@ weights line up with MXNet / PyTorch.
 import keras
 from keras import ops
 
+from keras_superclass.layers.convolutions import Conv2D
+from keras_superclass.layers.convolutions import depthwise_conv
+from keras_superclass.layers.convolutions import pointwise_conv
+
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-3
 
@@ -29,7 +33,7 @@ def _batch_norm(name, dtype):
 
 
 def _conv(filters, kernel_size, name, dtype, strides=1, groups=1):
-    return keras.layers.Conv2D(
+    return Conv2D(
         filters,
         kernel_size,
         strides=strides,
@@ -227,12 +231,9 @@ class SharedCRUFactors(keras.layers.Layer):
         )
 
     def call(self, inputs, strides=1):
-        h = ops.conv(inputs, self.reduction_kernel, padding="valid")
-        return ops.depthwise_conv(
-            pad_spatial(h, 1),
-            self.depthwise_kernel,
-            strides=strides,
-            padding="valid",
+        h = pointwise_conv(inputs, self.reduction_kernel)
+        return depthwise_conv(
+            pad_spatial(h, 1), self.depthwise_kernel, strides=strides
         )
 
     def compute_output_shape(self, input_shape, strides=1):
@@ -349,13 +350,10 @@ class CollectiveResidualUnit(keras.layers.Layer):
     def call(self, inputs, training=None):
         if self.project:
             p = ops.relu(self.bn_projection(inputs, training=training))
-            p = ops.conv(p, self.projection_kernel, padding="valid")
+            p = pointwise_conv(p, self.projection_kernel)
             shortcut = ops.relu(self.bn_shortcut(inputs, training=training))
-            shortcut = ops.conv(
-                shortcut,
-                self.projection_kernel,
-                strides=self.strides,
-                padding="valid",
+            shortcut = pointwise_conv(
+                shortcut, self.projection_kernel, strides=self.strides
             )
         else:
             p = shortcut = inputs
