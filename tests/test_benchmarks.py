@@ -90,3 +90,30 @@ def test_train_step_own_framework_only_runs_without_the_others():
     assert result["setup"]["other_frameworks"] == "blocked"
     assert result["setup"]["frameworks_loaded"] == ["torch"]
     assert len(result["ms_steps"]) >= 2
+
+
+def test_crunet_throughput_compares_the_convolution_forms():
+    result = run_benchmark(
+        "crunet_throughput.py",
+        "--preset",
+        "crunet_tiny",
+        "--image-size",
+        "32",
+        "--num-classes",
+        "10",
+        "--batch-size",
+        "2",
+        "--warmup",
+        "0",
+        "--steps",
+        "1",
+        "--convolutions",
+        "compare",
+        "--json",
+    )
+    assert result["backend"] == keras.backend.backend()
+    assert result["cpu_model"] and result["cpu_cores"] >= 1
+    for variant in ("xla_cpu_forms", "native_kernels"):
+        assert result[variant]["parameters"] == 193_042
+        assert result[variant]["seconds_per_step"] > 0
+    assert result["throughput_ratio_xla_cpu_forms_over_native_kernels"] > 0
