@@ -7,16 +7,17 @@ ResNeXt units (`cru_dims=[0, 0, 0, 0]`), so the comparison isolates the
 Collective Residual Units. Timed steps alternate between the two models so
 that machine noise hits both alike; the ratio is the figure to compare.
 
-`--convolutions compare` times CRU-Net-56 with the backend's own grouped,
-depthwise and 1x1 convolution kernels against the forms
-`keras_superclass.layers.convolutions` uses under XLA on a CPU (plain
-convolutions per group, one multiply-add per depthwise tap, 1x1 as a
-matmul), alternating the two.
+`--kernels compare` times CRU-Net-56 with the backend's own grouped,
+depthwise and 1x1 convolution and BatchNorm kernels against the forms the
+package uses under XLA on a CPU (`keras_superclass/layers/convolutions.py`:
+plain convolutions per group, one multiply-add per depthwise tap, 1x1 as a
+matmul; `batch_normalization.py`: BatchNorm's sums as matmuls under jax),
+alternating the two.
 
 Usage:
     KERAS_BACKEND=jax python benchmarks/crunet_throughput.py [--json]
     KERAS_BACKEND=jax python benchmarks/crunet_throughput.py \
-        --convolutions compare
+        --kernels compare
 """
 
 import argparse
@@ -42,7 +43,7 @@ MODELS = {
     "crunet56": ({}, None),
     "resnext50_32x4d": ({"cru_dims": [0, 0, 0, 0]}, None),
 }
-CONVOLUTIONS = {
+KERNELS = {
     "xla_cpu_forms": ({}, False),
     "native_kernels": ({}, True),
 }
@@ -78,11 +79,12 @@ def main(argv=None):
         "--preset", default="crunet56", help="CRU-Net preset to build"
     )
     parser.add_argument(
-        "--convolutions",
+        "--kernels",
         choices=("auto", "native", "compare"),
         default="auto",
         help="auto: the package's choice for this backend and device; "
-        "native: the backend's own kernels; compare: CRU-Net with both",
+        "native: the backend's own convolution and BatchNorm kernels; "
+        "compare: CRU-Net with both",
     )
     parser.add_argument(
         "--json", action="store_true", help="print one JSON line last"
@@ -98,10 +100,10 @@ def main(argv=None):
     labels = rng.integers(0, args.num_classes, size=(args.batch_size,))
 
     variants = dict(MODELS)
-    if args.convolutions == "native":
+    if args.kernels == "native":
         variants = {name: (o, True) for name, (o, _) in MODELS.items()}
-    elif args.convolutions == "compare":
-        variants = dict(CONVOLUTIONS)
+    elif args.kernels == "compare":
+        variants = dict(KERNELS)
 
     def step(name):
         overrides, native = variants[name]
@@ -143,7 +145,7 @@ def main(argv=None):
     result = {
         "backend": backend,
         "preset": args.preset,
-        "convolutions": args.convolutions,
+        "kernels": args.kernels,
         **cpu_info(),
         "batch_size": args.batch_size,
         "image_size": size,

@@ -92,7 +92,7 @@ def test_train_step_own_framework_only_runs_without_the_others():
     assert len(result["ms_steps"]) >= 2
 
 
-def test_crunet_throughput_compares_the_convolution_forms():
+def test_crunet_throughput_compares_the_xla_cpu_forms():
     result = run_benchmark(
         "crunet_throughput.py",
         "--preset",
@@ -107,7 +107,7 @@ def test_crunet_throughput_compares_the_convolution_forms():
         "0",
         "--steps",
         "1",
-        "--convolutions",
+        "--kernels",
         "compare",
         "--json",
     )

@@ -6,8 +6,9 @@ too: one CRU-Net-56 training step (batch 8, 224 px) took 36-40 s under
 jax and TensorFlow against 2.5 s under PyTorch. There the same weights go
 through one plain convolution per group, a depthwise kernel through one
 multiply-add per tap (XLA fuses them) and, under jax, a 1x1 convolution
-through one matmul (`benchmarks/crunet_throughput.py --convolutions`).
-GPUs, TPUs and PyTorch keep their native kernels.
+through one matmul (`benchmarks/crunet_throughput.py --kernels compare`;
+`batch_normalization.py` does the same for BatchNorm). GPUs, TPUs and
+PyTorch keep their native kernels.
 """
 
 import contextlib

@@ -3,6 +3,7 @@
 import keras
 from keras_hub.models import Backbone
 
+from keras_superclass.layers.batch_normalization import BatchNormalization
 from keras_superclass.models.crunet.crunet_layers import BN_EPSILON
 from keras_superclass.models.crunet.crunet_layers import BN_MOMENTUM
 from keras_superclass.models.crunet.crunet_layers import CollectiveResidualUnit
@@ -149,7 +150,7 @@ class CRUNetBackbone(Backbone):
             dtype=dtype,
             name="stem_conv",
         )
-        self.stem_bn = keras.layers.BatchNormalization(
+        self.stem_bn = BatchNormalization(
             momentum=BN_MOMENTUM,
             epsilon=BN_EPSILON,
             dtype=dtype,
@@ -166,7 +167,7 @@ class CRUNetBackbone(Backbone):
             )
             self.stage_blocks.append(units)
             self.shared_factors.extend(shared)
-        self.head_bn = keras.layers.BatchNormalization(
+        self.head_bn = BatchNormalization(
             momentum=BN_MOMENTUM,
             epsilon=BN_EPSILON,
             dtype=dtype,

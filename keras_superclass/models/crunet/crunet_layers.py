@@ -11,6 +11,7 @@ weights line up with MXNet / PyTorch.
 import keras
 from keras import ops
 
+from keras_superclass.layers.batch_normalization import BatchNormalization
 from keras_superclass.layers.convolutions import Conv2D
 from keras_superclass.layers.convolutions import depthwise_conv
 from keras_superclass.layers.convolutions import pointwise_conv
@@ -27,7 +28,7 @@ def conv_initializer():
 
 
 def _batch_norm(name, dtype):
-    return keras.layers.BatchNormalization(
+    return BatchNormalization(
         momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=dtype, name=name
     )
 

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_superclass.layers.batch_normalization import BatchNormalization
+
 # Strides of the three convs per patch size (output stride).
 _STRIDES = {16: (4, 2, 2), 8: (2, 2, 2)}
 _KERNELS = (4, 2, 2)
@@ -82,7 +84,7 @@ class ConvStem(keras.layers.Layer):
             shape = conv.compute_output_shape(shape)
             self.convs.append(conv)
             if not last:
-                norm = keras.layers.BatchNormalization(
+                norm = BatchNormalization(
                     momentum=0.9, epsilon=1e-5, dtype=policy, name=f"norm_{i}"
                 )
                 norm.build(shape)
