@@ -35,7 +35,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from train_step import cpu_info  # noqa: E402
 
-from keras_superclass.layers.convolutions import forced_kernels  # noqa: E402
+from keras_superclass.layers.xla_cpu_forms import forced_kernels  # noqa: E402
 from keras_superclass.models.crunet import CRUNetImageClassifier  # noqa: E402
 
 # name: (backbone overrides, forced kernels: None = the package's choice)

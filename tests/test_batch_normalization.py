@@ -9,7 +9,7 @@ from gradient_check import value_and_grads
 from keras import ops
 
 from keras_superclass.layers.batch_normalization import BatchNormalization
-from keras_superclass.layers.convolutions import forced_kernels
+from keras_superclass.layers.xla_cpu_forms import forced_kernels
 
 BACKEND = keras.backend.backend()
 

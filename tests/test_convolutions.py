@@ -11,9 +11,9 @@ from keras import ops
 
 from keras_superclass.layers.convolutions import Conv2D
 from keras_superclass.layers.convolutions import depthwise_conv
-from keras_superclass.layers.convolutions import forced_kernels
-from keras_superclass.layers.convolutions import native_kernels_are_faster
 from keras_superclass.layers.convolutions import pointwise_conv
+from keras_superclass.layers.xla_cpu_forms import forced_kernels
+from keras_superclass.layers.xla_cpu_forms import native_kernels_are_faster
 from keras_superclass.utils.xla_flags import jax_or_tensorflow_on_cpu
 
 BACKEND = keras.backend.backend()

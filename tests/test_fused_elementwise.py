@@ -250,3 +250,32 @@ def test_torch_dense_adds_its_bias_inside_the_matmul():
             for fn, _ in out.grad_fn.next_functions
             if fn is not None
         ), out.grad_fn
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="inspects jax's gradient jaxpr")
+def test_jax_dense_and_layer_norm_sum_weight_gradients_by_matmul():
+    import jax
+
+    from keras_superclass.layers.xla_cpu_forms import forced_kernels
+
+    dense, _ = _dense_pair()
+    norm, _ = _layer_pair()
+    x = np.ones((2, 5, 16), "float32")
+
+    def loss(x, kernel, bias, gamma, beta):
+        h = norm.stateless_call([gamma, beta], [], x)[0]
+        out = dense.stateless_call([kernel, bias], [], h)[0]
+        return jax.numpy.sum(out)
+
+    def sums_in_gradient():
+        weights = [dense.kernel.value, dense.bias.value]
+        weights += [norm.gamma.value, norm.beta.value]
+        grad = jax.grad(loss, argnums=(1, 2, 3, 4))
+        text = str(jax.make_jaxpr(grad)(x, *weights))
+        # Sums over the rows (the weights' gradients) reduce axes (0, 1).
+        return text.count("axes=(0, 1)")
+
+    with forced_kernels(False):  # what a CPU gets
+        assert sums_in_gradient() == 0
+    with forced_kernels(True):
+        assert sums_in_gradient() >= 2

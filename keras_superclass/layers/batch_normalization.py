@@ -13,7 +13,8 @@ and for masks, renorm or a non-last axis, it is Keras's layer.
 import keras
 from keras import ops
 
-from keras_superclass.layers.convolutions import native_kernels_are_faster
+from keras_superclass.layers.xla_cpu_forms import column_sums
+from keras_superclass.layers.xla_cpu_forms import jax_cpu_forms
 
 
 @keras.saving.register_keras_serializable(package="keras_superclass")
@@ -37,8 +38,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
             and not self.renorm
             and not self.synchronized
             and self.axis in (-1, len(inputs.shape) - 1)
-            and keras.backend.backend() == "jax"
-            and not native_kernels_are_faster()
+            and jax_cpu_forms()
         )
 
     def call(self, inputs, training=None, mask=None):
@@ -70,13 +70,6 @@ class BatchNormalization(keras.layers.BatchNormalization):
 # --- jax only: the training forward and backward ---------------------------
 
 
-def _column_sums(rows):
-    """Sums of a `(N, C)` array's columns as one matrix-vector product."""
-    import jax.numpy as jnp
-
-    return (jnp.ones((1, rows.shape[0]), rows.dtype) @ rows)[0]
-
-
 def _jax_batch_norm_train(x, gamma, beta, epsilon):
     """`(outputs, mean, variance)` of a training step over all axes but the
     last; the variance is the mean squared deviation (two passes), as
@@ -91,8 +84,8 @@ def _jax_batch_norm_train(x, gamma, beta, epsilon):
         channels = x.shape[-1]
         rows = x.reshape(-1, channels)
         count = rows.shape[0]
-        mean = _column_sums(rows) / count
-        variance = _column_sums((rows - mean) ** 2) / count
+        mean = column_sums(rows) / count
+        variance = column_sums((rows - mean) ** 2) / count
         inverse = jax.lax.rsqrt(variance + epsilon)
         outputs = (x - mean) * (inverse * gamma) + beta
         return (outputs, mean, variance), (x, mean, inverse, gamma)
@@ -112,7 +105,7 @@ def _jax_batch_norm_train(x, gamma, beta, epsilon):
             ],
             axis=1,
         )
-        sums = _column_sums(both)
+        sums = column_sums(both)
         d_beta, d_gamma = sums[:channels], sums[channels:]
         d_x = (gamma * inverse) * (
             d_outputs - d_beta / count - normalised * (d_gamma / count)

@@ -11,37 +11,11 @@ through one matmul (`benchmarks/crunet_throughput.py --kernels compare`;
 PyTorch keep their native kernels.
 """
 
-import contextlib
-
 import keras
 from keras import ops
 
-from keras_superclass.utils.xla_flags import jax_or_tensorflow_on_cpu
-
-_FORCED = []  # set by `forced_kernels`; empty: decide per backend
-
-
-def native_kernels_are_faster():
-    """Whether the backend's own grouped / depthwise / 1x1 kernels are used.
-
-    Read when a layer is traced (jax, a `tf.function`) or called (eager).
-    """
-    if _FORCED:
-        return _FORCED[-1]
-    return not jax_or_tensorflow_on_cpu()
-
-
-@contextlib.contextmanager
-def forced_kernels(native):
-    """Uses the backend's own kernels (`native=True`) or the forms above
-    (`False`) inside the block, whatever the device: for benchmarks and
-    tests that compare the two.
-    """
-    _FORCED.append(bool(native))
-    try:
-        yield
-    finally:
-        _FORCED.pop()
+from keras_superclass.layers.xla_cpu_forms import jax_cpu_forms
+from keras_superclass.layers.xla_cpu_forms import native_kernels_are_faster
 
 
 def _known_spatial_size(inputs):
@@ -59,11 +33,7 @@ def pointwise_conv(inputs, kernel, strides=1):
     >>> bool(np.allclose(native, pointwise_conv(x, kernel, 2), atol=1e-5))
     True
     """
-    as_matmul = (
-        keras.backend.backend() == "jax"
-        and not native_kernels_are_faster()
-        and _known_spatial_size(inputs)
-    )
+    as_matmul = jax_cpu_forms() and _known_spatial_size(inputs)
     if not as_matmul:
         return ops.conv(inputs, kernel, strides=strides)
     if strides != 1:

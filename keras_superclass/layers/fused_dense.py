@@ -8,12 +8,18 @@ reference does (the whole S/16 step 1.09-1.24x as fast in three paired
 runs, 0.1-0.2 GB less memory: `benchmarks/README.md`). Under
 `mixed_bfloat16` five paired runs gave 0.84-1.01x, so bfloat16 keeps
 Keras's `call`. jax compiles the step with XLA, which fuses the add by
-itself; under TensorFlow `tf.nn.bias_add` measured no faster than Keras's
-add, so both run Keras's own `call`.
+itself, but on a CPU runs the bias gradient (a sum over every token) as a
+slow reduce-window loop: there a hand-written backward takes it as one
+matrix-vector product (with the LayerNorm one in `fused_elementwise.py`,
+the S/16 step 8-12% faster). Under TensorFlow `tf.nn.bias_add` measured
+no faster than Keras's add, so it runs Keras's own `call`.
 """
 
 import keras
 from keras import ops
+
+from keras_superclass.layers.xla_cpu_forms import column_sums
+from keras_superclass.layers.xla_cpu_forms import jax_cpu_forms
 
 
 @keras.saving.register_keras_serializable(package="keras_superclass")
@@ -47,7 +53,24 @@ class Dense(keras.layers.Dense):
             inputs = ops.convert_to_tensor(inputs)
             if keras.backend.standardize_dtype(inputs.dtype) == "float32":
                 return self._linear(inputs)
+        if self._bias_gradient_by_matmul(inputs):
+            x = _jax_dense(
+                ops.convert_to_tensor(inputs),
+                ops.convert_to_tensor(self.kernel),
+                self.bias.value,
+            )
+            return x if self.activation is None else self.activation(x)
         return super().call(inputs, training=training)
+
+    def _bias_gradient_by_matmul(self, inputs):
+        return (
+            self.bias is not None
+            and self.compute_dtype == "float32"
+            and not self.lora_enabled
+            and self.quantization_mode is None
+            and keras.backend.standardize_dtype(inputs.dtype) == "float32"
+            and jax_cpu_forms()
+        )
 
     def _linear(self, inputs):
         import torch
@@ -58,3 +81,27 @@ class Dense(keras.layers.Dense):
         if self.activation is not None:
             x = self.activation(x)
         return x
+
+
+# --- jax only ----------------------------------------------------------------
+
+
+def _jax_dense(x, kernel, bias):
+    """`x @ kernel + bias` whose backward sums the bias gradient by matmul."""
+    import jax
+
+    @jax.custom_vjp
+    def dense(x, kernel, bias):
+        return x @ kernel + bias
+
+    def forward(x, kernel, bias):
+        return x @ kernel + bias, (x, kernel)
+
+    def backward(saved, d_out):
+        x, kernel = saved
+        rows = d_out.reshape(-1, d_out.shape[-1])
+        d_kernel = x.reshape(-1, x.shape[-1]).T @ rows
+        return d_out @ kernel.T, d_kernel, column_sums(rows)
+
+    dense.defvjp(forward, backward)
+    return dense(x, kernel, bias)

@@ -13,7 +13,11 @@ jax: XLA's autodiff of exact GELU computes the derivative's `erf` and
 `exp` terms in the forward pass and keeps them for backward, two more
 `(B, L, 4D)` buffers per block (at S/16, batch 16: 37 MiB a block, 443
 MiB a step). Under jax, GELU keeps only its input and recomputes the
-derivative in backward. torch has fused kernels and runs Keras's ops.
+derivative in backward. On a CPU, XLA also runs LayerNorm's gamma / beta
+gradients, sums over every token, as slow reduce-window loops inside the
+step: under jax there, LayerNorm's backward is hand-written with those
+two sums as one matrix-vector product (see `fused_dense.py`). torch has
+fused kernels and runs Keras's ops.
 """
 
 import functools
@@ -22,6 +26,9 @@ import types
 
 import keras
 from keras import ops
+
+from keras_superclass.layers.xla_cpu_forms import column_sums
+from keras_superclass.layers.xla_cpu_forms import jax_cpu_forms
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -72,15 +79,26 @@ class LayerNormalization(keras.layers.LayerNormalization):
         rank = len(input_shape)
         axes = self.axis if isinstance(self.axis, list) else [self.axis]
         # Decided once: the fused path covers the last axis, scale, center.
-        self._fused = (
-            keras.backend.backend() == "tensorflow"
-            and [axis % rank for axis in axes] == [rank - 1]
+        last_axis_affine = (
+            [axis % rank for axis in axes] == [rank - 1]
             and self.scale
             and self.center
             and not self.rms_scaling
         )
+        self._fused = keras.backend.backend() == "tensorflow" and (
+            last_axis_affine
+        )
+        self._jax_sums_by_matmul = (
+            keras.backend.backend() == "jax"
+            and last_axis_affine
+            and self.compute_dtype == "float32"
+        )
 
     def call(self, inputs):
+        if self._jax_sums_by_matmul and jax_cpu_forms():
+            if keras.backend.standardize_dtype(inputs.dtype) == "float32":
+                layer_norm = _jax_layer_norm(float(self.epsilon))
+                return layer_norm(inputs, self.gamma.value, self.beta.value)
         if not self._fused:
             return super().call(inputs)
         outputs = _tf_kernels().layer_norm(
@@ -184,3 +202,44 @@ def _jax_gelu():
 
     fused_gelu.defvjp(forward, backward)
     return fused_gelu
+
+
+@functools.cache
+def _jax_layer_norm(epsilon):
+    """Float32 LayerNorm over the last axis whose backward recomputes the
+    statistics and sums gamma's and beta's gradients by matmul (jax)."""
+    import jax
+    import jax.numpy as jnp
+
+    def normalized(x):
+        centred = x - jnp.mean(x, axis=-1, keepdims=True)
+        variance = jnp.mean(jnp.square(centred), axis=-1, keepdims=True)
+        inverse_std = jax.lax.rsqrt(variance + epsilon)
+        return centred * inverse_std, inverse_std
+
+    @jax.custom_vjp
+    def layer_norm(x, gamma, beta):
+        return normalized(x)[0] * gamma + beta
+
+    def forward(x, gamma, beta):
+        return layer_norm(x, gamma, beta), (x, gamma)
+
+    def backward(saved, dy):
+        x, gamma = saved
+        x_hat, inverse_std = normalized(x)
+        g = dy * gamma
+        dx = inverse_std * (
+            g
+            - jnp.mean(g, axis=-1, keepdims=True)
+            - x_hat * jnp.mean(g * x_hat, axis=-1, keepdims=True)
+        )
+        channels = x.shape[-1]
+        both = jnp.concatenate(
+            [(dy * x_hat).reshape(-1, channels), dy.reshape(-1, channels)],
+            axis=1,
+        )
+        sums = column_sums(both)
+        return dx, sums[:channels], sums[channels:]
+
+    layer_norm.defvjp(forward, backward)
+    return layer_norm

@@ -1,0 +1,55 @@
+"""Which kernels run: the backend's own or forms XLA runs fast on a CPU.
+
+On a CPU, XLA (jax; TensorFlow for what Keras compiles there) runs some
+ops inside a whole training step far below the machine's speed: grouped
+and depthwise convolutions as generic loops, and large sums over rows (a
+bias or norm gradient, BatchNorm's statistics) as reduce-window loops.
+Layers of this package then take other forms of the same math:
+`convolutions.py`, `batch_normalization.py`, and under jax the Dense and
+LayerNorm gradients (`fused_dense.py`, `fused_elementwise.py`). What each
+bought: `benchmarks/README.md`.
+"""
+
+import contextlib
+
+from keras_superclass.utils.xla_flags import jax_or_tensorflow_on_cpu
+
+_FORCED = []  # set by `forced_kernels`; empty: decide per backend
+
+
+def native_kernels_are_faster():
+    """Whether the backend's own kernels are used (not the CPU forms).
+
+    Read when a layer is traced (jax, a `tf.function`) or called (eager).
+    """
+    if _FORCED:
+        return _FORCED[-1]
+    return not jax_or_tensorflow_on_cpu()
+
+
+def jax_cpu_forms():
+    """Whether jax's CPU forms apply: jax, on a CPU, not forced native."""
+    import keras
+
+    return keras.backend.backend() == "jax" and not native_kernels_are_faster()
+
+
+@contextlib.contextmanager
+def forced_kernels(native):
+    """Uses the backend's own kernels (`native=True`) or the CPU forms
+    (`False`) inside the block, whatever the device: for benchmarks and
+    tests that compare the two.
+    """
+    _FORCED.append(bool(native))
+    try:
+        yield
+    finally:
+        _FORCED.pop()
+
+
+def column_sums(rows):
+    """Sums of a jax `(N, C)` array's columns as one matrix-vector product
+    (XLA:CPU's own reduction of a large N runs as a slow loop in a step)."""
+    import jax.numpy as jnp
+
+    return (jnp.ones((1, rows.shape[0]), rows.dtype) @ rows)[0]
