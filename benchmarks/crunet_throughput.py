@@ -106,7 +106,7 @@ def main(argv=None):
         variants = dict(KERNELS)
 
     def step(name):
-        overrides, native = variants[name]
+        _, native = variants[name]
         if native is None:
             return models[name].train_on_batch(images, labels)
         # Read at trace (jax, tensorflow) and at every call (torch eager).

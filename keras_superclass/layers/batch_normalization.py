@@ -10,6 +10,8 @@ matrix-vector product, and the step takes 2.4-2.6 s
 and for masks, renorm or a non-last axis, it is Keras's layer.
 """
 
+import functools
+
 import keras
 from keras import ops
 
@@ -49,11 +51,9 @@ class BatchNormalization(keras.layers.BatchNormalization):
         channels = x.shape[-1]
         gamma = self.gamma if self.scale else ops.ones((channels,))
         beta = self.beta if self.center else ops.zeros((channels,))
-        outputs, mean, variance = _jax_batch_norm_train(
-            x,
-            ops.cast(gamma, x.dtype),
-            ops.cast(beta, x.dtype),
-            float(self.epsilon),
+        batch_norm = _jax_batch_norm_train(float(self.epsilon))
+        outputs, mean, variance = batch_norm(
+            x, ops.cast(gamma, x.dtype), ops.cast(beta, x.dtype)
         )
         momentum = self.momentum
         self.moving_mean.assign(
@@ -70,10 +70,11 @@ class BatchNormalization(keras.layers.BatchNormalization):
 # --- jax only: the training forward and backward ---------------------------
 
 
-def _jax_batch_norm_train(x, gamma, beta, epsilon):
-    """`(outputs, mean, variance)` of a training step over all axes but the
-    last; the variance is the mean squared deviation (two passes), as
-    Keras's `ops.moments`."""
+@functools.cache
+def _jax_batch_norm_train(epsilon):
+    """`(x, gamma, beta) -> (outputs, mean, variance)`, a training step over
+    all axes but the last; the variance is the mean squared deviation (two
+    passes), as Keras's `ops.moments`."""
     import jax
 
     @jax.custom_vjp
@@ -81,11 +82,11 @@ def _jax_batch_norm_train(x, gamma, beta, epsilon):
         return forward(x, gamma, beta)[0]
 
     def forward(x, gamma, beta):
-        channels = x.shape[-1]
-        rows = x.reshape(-1, channels)
-        count = rows.shape[0]
-        mean = column_sums(rows) / count
-        variance = column_sums((rows - mean) ** 2) / count
+        count = x.size // x.shape[-1]
+        (mean,) = column_sums(x)
+        mean = mean / count
+        (variance,) = column_sums((x - mean) ** 2)
+        variance = variance / count
         inverse = jax.lax.rsqrt(variance + epsilon)
         outputs = (x - mean) * (inverse * gamma) + beta
         return (outputs, mean, variance), (x, mean, inverse, gamma)
@@ -93,20 +94,10 @@ def _jax_batch_norm_train(x, gamma, beta, epsilon):
     def backward(saved, cotangents):
         x, mean, inverse, gamma = saved
         d_outputs, d_mean, d_variance = cotangents
-        channels = x.shape[-1]
-        count = x.size // channels
+        count = x.size // x.shape[-1]
         centred = x - mean
         normalised = centred * inverse
-        # sum(dy) and sum(dy * x_hat) per channel in one product.
-        both = jax.numpy.concatenate(
-            [
-                d_outputs.reshape(-1, channels),
-                (d_outputs * normalised).reshape(-1, channels),
-            ],
-            axis=1,
-        )
-        sums = column_sums(both)
-        d_beta, d_gamma = sums[:channels], sums[channels:]
+        d_beta, d_gamma = column_sums(d_outputs, d_outputs * normalised)
         d_x = (gamma * inverse) * (
             d_outputs - d_beta / count - normalised * (d_gamma / count)
         )
@@ -114,5 +105,5 @@ def _jax_batch_norm_train(x, gamma, beta, epsilon):
         d_x = d_x + d_mean / count + d_variance * 2.0 * centred / count
         return d_x, d_gamma, d_beta
 
-    batch_norm.defvjp(lambda *args: forward(*args), backward)
-    return batch_norm(x, gamma, beta)
+    batch_norm.defvjp(forward, backward)
+    return batch_norm

@@ -233,13 +233,8 @@ def _jax_layer_norm(epsilon):
             - jnp.mean(g, axis=-1, keepdims=True)
             - x_hat * jnp.mean(g * x_hat, axis=-1, keepdims=True)
         )
-        channels = x.shape[-1]
-        both = jnp.concatenate(
-            [(dy * x_hat).reshape(-1, channels), dy.reshape(-1, channels)],
-            axis=1,
-        )
-        sums = column_sums(both)
-        return dx, sums[:channels], sums[channels:]
+        d_gamma, d_beta = column_sums(dy * x_hat, dy)
+        return dx, d_gamma, d_beta
 
     layer_norm.defvjp(forward, backward)
     return layer_norm

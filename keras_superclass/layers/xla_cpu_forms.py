@@ -47,9 +47,13 @@ def forced_kernels(native):
         _FORCED.pop()
 
 
-def column_sums(rows):
-    """Sums of a jax `(N, C)` array's columns as one matrix-vector product
-    (XLA:CPU's own reduction of a large N runs as a slow loop in a step)."""
+def column_sums(*arrays):
+    """Per-channel sums over all leading axes of jax arrays `(..., C)`,
+    all of them in one matrix-vector product (XLA:CPU's own reduction over
+    many rows runs as a slow loop inside a step). One sum per array."""
     import jax.numpy as jnp
 
-    return (jnp.ones((1, rows.shape[0]), rows.dtype) @ rows)[0]
+    channels = arrays[0].shape[-1]
+    rows = jnp.concatenate([a.reshape(-1, channels) for a in arrays], axis=1)
+    sums = (jnp.ones((1, rows.shape[0]), rows.dtype) @ rows)[0]
+    return tuple(jnp.split(sums, len(arrays)))
