@@ -7,9 +7,10 @@ imports no framework, so no thread pool of its own competes with the
 timed side. Each process warms up (compilation), then times `--steps`
 steps; the report pools the timed steps of all rounds (median, min, max).
 
-- matmul: the machine's practical ceiling (PyTorch float32 and bfloat16
-  matmuls; NumPy float32 without PyTorch), the denominator of MFU on a
-  CPU; on a known GPU the datasheet peak is used (the matmul is reported).
+- matmul: the machine's practical ceiling (the fastest float32 and
+  bfloat16 matmuls of the installed PyTorch, jax, TensorFlow and NumPy,
+  each reported), the denominator of MFU on a CPU; on a known GPU the
+  datasheet peak is used (PyTorch's matmul is reported).
 - ours: `SuperClassClassifier` as `compile()` builds it (AdamW,
   `SuperClassLoss` with online IDF, token metrics), `train_on_batch`;
   `--dtype bfloat16` runs it under `mixed_bfloat16` (loss and IDF
@@ -261,6 +262,7 @@ def main_parent(args):
         **cpu_info(),
         "device": matmul["device_name"],
         "matmul_gflops": matmul["gflops"],
+        "matmul_gflops_by_library": matmul["gflops_by_library"],
         "peak_tflops_for_mfu": round(peak / 1e12, 3),
         "peak_source": matmul["peak_source"],
         "preset": args.preset,

@@ -70,6 +70,12 @@ def test_train_step_device_check_reports_both_sides():
     assert result["ratio_vs_reference"] > 0
     assert result["peak_rss_beyond_imports_vs_reference"] > 0
     assert result["setup"]["other_frameworks"] == "importable"
+    # The ceiling is the fastest installed library's matmul (all three
+    # frameworks are installed here), so no MFU rests on a slow kernel.
+    by_library = result["matmul_gflops_by_library"]
+    assert {"torch", "jax", "tensorflow", "numpy"} <= set(by_library)
+    fastest = max(f["float32"] for f in by_library.values())
+    assert result["matmul_gflops"]["float32"] == fastest
 
 
 @pytest.mark.skipif(
