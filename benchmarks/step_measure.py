@@ -123,66 +123,59 @@ def torch_device(args):
 
 
 def main_matmul(args):
-    """Matmul ceilings (float32, bfloat16) and the peak used for MFU.
-
-    On a CPU every installed library's matmul is timed (PyTorch, jax,
-    TensorFlow, NumPy) and the fastest is the ceiling: their kernels differ
-    by up to 2x on one CPU (MKL's float32 matmul on an AMD EPYC ran at half
-    XLA's), and a ceiling from the slower one gave MFUs above 100%.
-    """
+    """Float32 / bfloat16 matmul speed of one library (`--matmul-library`;
+    PyTorch's on a GPU). Each library is timed in its own process."""
+    library = args.matmul_library or "torch"
     try:
-        import torch
-    except ImportError:
-        torch = None
-    device = torch_device(args) if torch is not None else "cpu"
-    size = args.matmul_size or (8192 if device == "cuda" else 4096)
-    if device == "cuda":
-        by_library = {"torch": _torch_matmuls(torch, size, device)}
-        name = torch.cuda.get_device_name()
-    else:
-        by_library = {
-            library: flops
-            for library, measure in CPU_MATMULS.items()
-            if (flops := _try_measure(measure, size)) is not None
-        }
-        name = "cpu"
+        if library == "torch":
+            import torch
+
+            device = torch_device(args)
+            size = args.matmul_size or (8192 if device == "cuda" else 4096)
+            flops = _torch_matmuls(torch, size, device)
+            name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+        else:
+            flops = CPU_MATMULS[library](args.matmul_size or 4096)
+            name = "cpu"
+    except ImportError:  # not installed
+        flops, name = None, "cpu"
+    print(json.dumps({"library": library, "device_name": name, "flops": flops}))
+    return 0
+
+
+def matmul_ceiling(results):
+    """The MFU denominator from `main_matmul`'s results: on a CPU the
+    fastest library's matmul per dtype (their kernels differ by up to 2x on
+    one CPU: MKL's float32 matmul on an AMD EPYC ran at half XLA's, and a
+    ceiling from it alone gave MFUs above 100%); on a known GPU its
+    datasheet peak."""
+    measured = [r for r in results if r["flops"]]
+    name = measured[0]["device_name"]
     flops = {}
-    for library_flops in by_library.values():
-        for dtype, value in library_flops.items():
+    for result in measured:
+        for dtype, value in result["flops"].items():
             flops[dtype] = max(flops.get(dtype, 0.0), value)
     peak, source = dict(flops), "measured matmul (fastest library)"
     for key, table in GPU_PEAKS.items():
         if key in name:
             peak, source = dict(table), f"datasheet ({key}, dense)"
     peak.setdefault("bfloat16", peak["float32"])
-    print(
-        json.dumps(
-            {
-                "device_name": name,
-                "gflops": {k: round(v / 1e9, 1) for k, v in flops.items()},
-                "gflops_by_library": {
-                    library: {k: round(v / 1e9, 1) for k, v in f.items()}
-                    for library, f in by_library.items()
-                },
-                "peak_flops": peak,
-                "peak_source": source,
-            }
-        )
-    )
-    return 0
+    return {
+        "device_name": name,
+        "gflops": {k: round(v / 1e9, 1) for k, v in flops.items()},
+        "gflops_by_library": {
+            r["library"]: {k: round(v / 1e9, 1) for k, v in r["flops"].items()}
+            for r in measured
+        },
+        "peak_flops": peak,
+        "peak_source": source,
+    }
 
 
 def _best_of_three(fn, sync, size):
     fn()  # warm-up (and compilation)
     sync()
     return 2.0 * size**3 / min(_time_call(fn, sync) for _ in range(3))
-
-
-def _try_measure(measure, size):
-    try:
-        return measure(size)
-    except ImportError:
-        return None
 
 
 def _torch_matmuls(torch, size, device="cpu"):
@@ -192,12 +185,6 @@ def _torch_matmuls(torch, size, device="cpu"):
         a = torch.randn(size, size, device=device).to(getattr(torch, dtype))
         flops[dtype] = _best_of_three(lambda a=a: a @ a, sync, size)
     return flops
-
-
-def _torch_cpu(size):
-    import torch
-
-    return _torch_matmuls(torch, size)
 
 
 def _jax_cpu(size):
@@ -235,7 +222,6 @@ def _numpy_cpu(size):
 
 
 CPU_MATMULS = {
-    "torch": _torch_cpu,
     "jax": _jax_cpu,
     "tensorflow": _tensorflow_cpu,
     "numpy": _numpy_cpu,

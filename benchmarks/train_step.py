@@ -9,8 +9,9 @@ steps; the report pools the timed steps of all rounds (median, min, max).
 
 - matmul: the machine's practical ceiling (the fastest float32 and
   bfloat16 matmuls of the installed PyTorch, jax, TensorFlow and NumPy,
-  each reported), the denominator of MFU on a CPU; on a known GPU the
-  datasheet peak is used (PyTorch's matmul is reported).
+  each timed in its own process and reported), the denominator of MFU
+  on a CPU; on a known GPU the datasheet peak is used (PyTorch's matmul
+  is reported).
 - ours: `SuperClassClassifier` as `compile()` builds it (AdamW,
   `SuperClassLoss` with online IDF, token metrics), `train_on_batch`;
   `--dtype bfloat16` runs it under `mixed_bfloat16` (loss and IDF
@@ -94,6 +95,7 @@ def parse_args(argv=None):
         help="Print one JSON line per backend last.",
     )
     add("--role", help=argparse.SUPPRESS)  # internal: a child's side
+    add("--matmul-library", help=argparse.SUPPRESS)  # internal: the same
     args = parser.parse_args(argv)
     if args.device_check:
         args.preset, args.image_size, args.batch_size = (
@@ -168,7 +170,24 @@ def cpu_info():
     }
 
 
-def run_child(args, role, backend=None):
+def matmul_ceiling(args):
+    """Times each library's matmul in its own process (PyTorch first; on
+    a GPU PyTorch's only); returns `step_measure.matmul_ceiling`."""
+    import step_measure
+
+    def measure(library):
+        # As its own Keras backend: a framework that imports Keras then
+        # loads no other (TensorFlow + PyTorch's Triton crash together).
+        flags = ["--matmul-library", library]
+        return run_child(args, "matmul", backend=library, extra=flags)
+
+    results = [measure("torch")]
+    if results[0]["device_name"] == "cpu":
+        results += [measure(library) for library in step_measure.CPU_MATMULS]
+    return step_measure.matmul_ceiling(results)
+
+
+def run_child(args, role, backend=None, extra=()):
     """Runs one side in a fresh process; returns its JSON result."""
     env = dict(
         os.environ,
@@ -180,7 +199,7 @@ def run_child(args, role, backend=None):
     if backend:
         env["KERAS_BACKEND"] = backend
     command = [sys.executable, os.path.abspath(__file__), "--role", role]
-    command += child_flags(args)
+    command += child_flags(args) + list(extra)
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = done.stdout.strip().splitlines()
     if done.returncode or not lines or not lines[-1].startswith("{"):
@@ -240,7 +259,7 @@ def main_parent(args):
         config, args.image_size, args.vocabulary_size, args.batch_size
     )
     load_before = os.getloadavg()
-    matmul = run_child(args, "matmul")
+    matmul = matmul_ceiling(args)
     print(
         f"device: {matmul['device_name']}; matmul ceiling {matmul['gflops']}",
         flush=True,
