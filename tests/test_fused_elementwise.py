@@ -2,7 +2,7 @@
 
 Under TensorFlow, GELU and LayerNorm run XLA-fused with hand-written
 gradients; under jax, GELU's backward keeps only its input; under torch,
-Dense is one `addmm`. On every backend they must equal
+Dense is one `addmm` (or oneDNN's linear). On every backend they must equal
 `ops.gelu(approximate=False)`, `keras.layers.LayerNormalization` and
 `keras.layers.Dense`.
 """
@@ -17,6 +17,7 @@ from keras import ops
 from keras_superclass.layers.fused_dense import Dense
 from keras_superclass.layers.fused_elementwise import LayerNormalization
 from keras_superclass.layers.fused_elementwise import gelu
+from keras_superclass.layers.xla_cpu_forms import forced_kernels
 from keras_superclass.models.superclass.superclass_layers import (
     TransformerBlock,
 )
@@ -243,7 +244,9 @@ def test_torch_dense_adds_its_bias_inside_the_matmul():
     )
     for shape in ((7, 16), (2, 3, 16)):
         x = np.ones(shape, "float32")
-        out = ours.stateless_call([kernel, bias], [], x)[0]
+        # MKL's path (oneDNN's, where faster: tests/test_torch_linear.py).
+        with forced_kernels(True):
+            out = ours.stateless_call([kernel, bias], [], x)[0]
         # One addmm (nn.Linear's op), not a matmul then a broadcast add.
         assert "Addmm" in out.grad_fn.name() or any(
             "Addmm" in fn.name()
@@ -255,8 +258,6 @@ def test_torch_dense_adds_its_bias_inside_the_matmul():
 @pytest.mark.skipif(BACKEND != "jax", reason="inspects jax's gradient jaxpr")
 def test_jax_dense_and_layer_norm_sum_weight_gradients_by_matmul():
     import jax
-
-    from keras_superclass.layers.xla_cpu_forms import forced_kernels
 
     dense, _ = _dense_pair()
     norm, _ = _layer_pair()

@@ -5,7 +5,8 @@ separate broadcast op, forward and backward. Under PyTorch that is
 `aten::mm` plus `aten::add` over every activation, where `torch.nn.Linear`
 runs one `addmm`; here torch runs `torch.nn.functional.linear`, as the
 reference does (the whole S/16 step 1.09-1.24x as fast in three paired
-runs, 0.1-0.2 GB less memory: `benchmarks/README.md`). Under
+runs, 0.1-0.2 GB less memory: `benchmarks/README.md`), on a CPU through
+oneDNN where its matmuls measure faster than MKL's (`torch_linear.py`). Under
 `mixed_bfloat16` five paired runs gave 0.84-1.01x, so bfloat16 keeps
 Keras's `call`. jax compiles the step with XLA, which fuses the add by
 itself, but on a CPU runs the bias gradient (a sum over every token) as a
@@ -77,9 +78,14 @@ class Dense(keras.layers.Dense):
     def _linear(self, inputs):
         import torch
 
-        # `nn.Linear`'s op: one `addmm` for rows of any leading shape.
+        from keras_superclass.layers import torch_linear
+
         kernel = ops.convert_to_tensor(self.kernel)
-        x = torch.nn.functional.linear(inputs, kernel.T, self.bias.value)
+        if torch_linear.use_onednn(inputs):
+            x = torch_linear.onednn_linear(inputs, kernel.T, self.bias.value)
+        else:
+            # `nn.Linear`'s op: one `addmm` for rows of any leading shape.
+            x = torch.nn.functional.linear(inputs, kernel.T, self.bias.value)
         if self.activation is not None:
             x = self.activation(x)
         return x

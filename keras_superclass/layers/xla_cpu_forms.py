@@ -6,8 +6,10 @@ and depthwise convolutions as generic loops, and large sums over rows (a
 bias or norm gradient, BatchNorm's statistics) as reduce-window loops.
 Layers of this package then take other forms of the same math:
 `convolutions.py`, `batch_normalization.py`, and under jax the Dense and
-LayerNorm gradients (`fused_dense.py`, `fused_elementwise.py`). What each
-bought: `benchmarks/README.md`.
+LayerNorm gradients (`fused_dense.py`, `fused_elementwise.py`). PyTorch's
+float32 Dense on a CPU may take oneDNN's matmuls instead of MKL's where
+they measure faster (`torch_linear.py`). What each bought:
+`benchmarks/README.md`.
 """
 
 import contextlib
@@ -17,13 +19,20 @@ from keras_superclass.utils.xla_flags import jax_or_tensorflow_on_cpu
 _FORCED = []  # set by `forced_kernels`; empty: decide per backend
 
 
+def forced_choice():
+    """`forced_kernels`'s choice inside its block (`True`: native), else
+    `None`."""
+    return _FORCED[-1] if _FORCED else None
+
+
 def native_kernels_are_faster():
     """Whether the backend's own kernels are used (not the CPU forms).
 
     Read when a layer is traced (jax, a `tf.function`) or called (eager).
     """
-    if _FORCED:
-        return _FORCED[-1]
+    forced = forced_choice()
+    if forced is not None:
+        return forced
     return not jax_or_tensorflow_on_cpu()
 
 
@@ -37,8 +46,8 @@ def jax_cpu_forms():
 @contextlib.contextmanager
 def forced_kernels(native):
     """Uses the backend's own kernels (`native=True`) or the CPU forms
-    (`False`) inside the block, whatever the device: for benchmarks and
-    tests that compare the two.
+    (`False`) inside the block, whatever the device (PyTorch's CPU Dense:
+    MKL or oneDNN): for benchmarks and tests that compare the two.
     """
     _FORCED.append(bool(native))
     try:

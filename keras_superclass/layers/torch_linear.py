@@ -1,0 +1,116 @@
+"""PyTorch's float32 linear on a CPU through whichever library runs it
+faster there: MKL (what `torch.nn.Linear` calls) or oneDNN.
+
+PyTorch runs float32 matmuls on a CPU with MKL, whose kernels ran at half
+the speed of the machine on an AMD EPYC (185 GFLOP/s, where oneDNN's ran
+at 225-260 and XLA's at 420), while oneDNN, which PyTorch also ships,
+reaches its AVX-512 kernels on any x86 CPU. So the choice is measured once
+per process on a ViT-sized product (MKL kept unless oneDNN is clearly
+faster); on that EPYC oneDNN made the whole S/16 training step 1.4x as
+fast (`benchmarks/README.md`). GPUs, bfloat16 and builds without oneDNN
+keep `torch.nn.functional.linear`.
+"""
+
+import functools
+import time
+
+# oneDNN must beat MKL by this factor to be chosen: a tie keeps the
+# library `torch.nn.Linear` uses.
+_MARGIN = 0.9
+
+
+def use_onednn(inputs):
+    """Whether `linear(inputs, ...)` runs through oneDNN: float32 CPU
+    tensors, oneDNN built and enabled, and measured faster (or forced by
+    `xla_cpu_forms.forced_kernels(False)`)."""
+    import torch
+
+    from keras_superclass.layers.xla_cpu_forms import forced_choice
+
+    if inputs.device.type != "cpu" or inputs.dtype != torch.float32:
+        return False
+    if not (torch.backends.mkldnn.is_available() and _enabled()):
+        return False
+    forced = forced_choice()
+    if forced is not None:
+        return not forced  # forced native: MKL, as `nn.Linear`
+    return onednn_is_faster()
+
+
+def _enabled():
+    import torch
+
+    return torch.backends.mkldnn.enabled
+
+
+@functools.cache
+def onednn_is_faster(rows=1024, features=384, outputs=1536, repeats=5):
+    """Times both libraries on one product (forward and both backward
+    forms), alternating; oneDNN wins when its best is under `_MARGIN` of
+    MKL's."""
+    import torch
+
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(rows, features, generator=generator)
+        weight = torch.randn(outputs, features, generator=generator)
+        grad = torch.randn(rows, outputs, generator=generator)
+
+        def mkl():
+            torch.nn.functional.linear(x, weight)
+            grad @ weight
+            grad.t() @ x
+
+        def onednn():
+            _linear(x, weight)
+            _linear(grad, weight.t())
+            _linear(grad.t(), x.t())
+
+        best = {mkl: float("inf"), onednn: float("inf")}
+        for _ in range(repeats + 1):  # the first round warms up both
+            for run in best:
+                start = time.perf_counter()
+                run()
+                best[run] = min(best[run], time.perf_counter() - start)
+    return best[onednn] < _MARGIN * best[mkl]
+
+
+def _linear(rows, weight, bias=None):
+    import torch
+
+    return torch.ops.mkldnn._linear_pointwise(
+        rows, weight, bias, "none", [], ""
+    )
+
+
+def onednn_linear(inputs, weight, bias=None):
+    """`torch.nn.functional.linear` (`weight` is `(outputs, features)`)
+    with the forward and both backward products on oneDNN."""
+    return _function().apply(inputs, weight, bias)
+
+
+@functools.cache
+def _function():
+    import torch
+
+    class OneDNNLinear(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, inputs, weight, bias):
+            ctx.save_for_backward(inputs, weight)
+            ctx.has_bias = bias is not None
+            rows = inputs.reshape(-1, inputs.shape[-1])
+            outputs = _linear(rows, weight, bias)
+            return outputs.reshape(*inputs.shape[:-1], weight.shape[0])
+
+        @staticmethod
+        def backward(ctx, grad):
+            inputs, weight = ctx.saved_tensors
+            grad_rows = grad.reshape(-1, grad.shape[-1])
+            rows = inputs.reshape(-1, inputs.shape[-1])
+            # Through `apply` again, so a second derivative also works.
+            d_inputs = OneDNNLinear.apply(grad_rows, weight.t(), None)
+            d_weight = OneDNNLinear.apply(grad_rows.t(), rows.t(), None)
+            d_bias = grad_rows.sum(0) if ctx.has_bias else None
+            return d_inputs.reshape(inputs.shape), d_weight, d_bias
+
+    return OneDNNLinear
