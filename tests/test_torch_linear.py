@@ -105,3 +105,19 @@ def test_onednn_is_not_used_for_bfloat16_or_when_disabled():
             assert not use_onednn(_inputs(2, 3))
         finally:
             torch.backends.mkldnn.enabled = True
+
+
+def test_dense_under_torch_compile_takes_pytorchs_own_linear():
+    # `model.compile(jit_compile=True)` runs the step through
+    # torch.compile, which picks its own kernels: the layer must trace.
+    import torch
+
+    layer = Dense(4)
+    x = _inputs(5, 7)
+    layer.build(x.shape)
+    eager = layer(x)
+    with forced_kernels(False):  # oneDNN outside compilation
+        compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)(x)
+    np.testing.assert_allclose(
+        compiled.detach(), eager.detach(), rtol=1e-5, atol=1e-6
+    )

@@ -29,6 +29,8 @@ def use_onednn(inputs):
 
     if inputs.device.type != "cpu" or inputs.dtype != torch.float32:
         return False
+    if torch.compiler.is_compiling():
+        return False  # `torch.compile` picks its own kernels
     if not (torch.backends.mkldnn.is_available() and _enabled()):
         return False
     forced = forced_choice()
