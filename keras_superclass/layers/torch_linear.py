@@ -1,14 +1,15 @@
 """PyTorch's float32 linear on a CPU through whichever library runs it
 faster there: MKL (what `torch.nn.Linear` calls) or oneDNN.
 
-PyTorch runs float32 matmuls on a CPU with MKL, whose kernels ran at half
-the speed of the machine on an AMD EPYC (185 GFLOP/s, where oneDNN's ran
-at 225-260 and XLA's at 420), while oneDNN, which PyTorch also ships,
-reaches its AVX-512 kernels on any x86 CPU. So the choice is measured once
-per process on a ViT-sized product (MKL kept unless oneDNN is clearly
-faster); on that EPYC oneDNN made the whole S/16 training step 1.4x as
-fast (`benchmarks/README.md`). GPUs, bfloat16 and builds without oneDNN
-keep `torch.nn.functional.linear`.
+PyTorch runs float32 matmuls on a CPU with MKL, whose kernels ran at less
+than half the machine's speed on an AMD EPYC (162-194 GFLOP/s, where
+PyTorch's oneDNN ran at 225-260 and TensorFlow's matmul at 413-423), while
+oneDNN, which PyTorch also ships, reaches its AVX-512 kernels on any x86
+CPU. So the choice is measured once per process on a ViT-sized product
+(MKL kept unless oneDNN is clearly faster); on that EPYC oneDNN made the
+whole S/16 training step 1.4x as fast (`benchmarks/README.md`). GPUs,
+bfloat16, `torch.compile` and builds without oneDNN keep
+`torch.nn.functional.linear`.
 """
 
 import functools
