@@ -58,7 +58,11 @@ def interleaved(functions, repeats):
             start = time.perf_counter()
             function()
             times[name].append(time.perf_counter() - start)
-    return {n: round(1e3 * statistics.median(t), 2) for n, t in times.items()}
+    # Three significant digits: a part of a few microseconds (`--small`, a
+    # fast CPU) must not round to 0.
+    return {
+        n: float(f"{1e3 * statistics.median(t):.3g}") for n, t in times.items()
+    }
 
 
 def block_until_ready(value):

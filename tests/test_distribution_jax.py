@@ -262,10 +262,24 @@ def _assert_same(run, reference, what):
     difference = total = 0.0
     for key, value in reference[1].items():
         delta = np.abs(weights[key] - value)
-        assert delta.max() <= 10 * RTOL * np.abs(value).max(), (what, key)
+        checked = _without_key_bias(key, delta)
+        largest = np.abs(_without_key_bias(key, value)).max()
+        assert checked.max() <= 10 * RTOL * largest, (what, key)
         difference += float(np.sum(delta.astype("float64") ** 2))
         total += float(np.sum(value.astype("float64") ** 2))
     assert difference**0.5 <= RTOL * total**0.5, what
+
+
+def _without_key_bias(key, array):
+    """The attention's q, k, v biases less k's: softmax ignores a shift
+    shared by every key, so its gradient is zero but for roundoff, and its
+    values after Adam are roundoff scaled up to the learning rate (one
+    element differed by 1e-4 of the largest on an AMD EPYC). It still
+    counts in the norm over all weights."""
+    if not key.endswith("attn/in_proj/bias"):
+        return array
+    third = array.shape[0] // 3
+    return np.concatenate([array[:third], array[2 * third :]])
 
 
 def _two_processes(root, shards):
