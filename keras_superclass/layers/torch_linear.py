@@ -15,6 +15,8 @@ bfloat16, `torch.compile` and builds without oneDNN keep
 import functools
 import time
 
+from keras_superclass.layers.xla_cpu_forms import forced_choice
+
 # oneDNN must beat MKL by this factor to be chosen: a tie keeps the
 # library `torch.nn.Linear` uses.
 _MARGIN = 0.9
@@ -26,24 +28,17 @@ def use_onednn(inputs):
     `xla_cpu_forms.forced_kernels(False)`)."""
     import torch
 
-    from keras_superclass.layers.xla_cpu_forms import forced_choice
-
     if inputs.device.type != "cpu" or inputs.dtype != torch.float32:
         return False
     if torch.compiler.is_compiling():
         return False  # `torch.compile` picks its own kernels
-    if not (torch.backends.mkldnn.is_available() and _enabled()):
+    mkldnn = torch.backends.mkldnn
+    if not (mkldnn.is_available() and mkldnn.enabled):
         return False
     forced = forced_choice()
     if forced is not None:
         return not forced  # forced native: MKL, as `nn.Linear`
     return onednn_is_faster()
-
-
-def _enabled():
-    import torch
-
-    return torch.backends.mkldnn.enabled
 
 
 @functools.cache
