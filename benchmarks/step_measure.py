@@ -132,7 +132,7 @@ def main_matmul(args):
 
             device = torch_device(args)
             size = args.matmul_size or (8192 if device == "cuda" else 4096)
-            flops = _torch_matmuls(torch, size, device)
+            flops = _torch_matmuls(size, device)
             name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
         else:
             flops = CPU_MATMULS[library](args.matmul_size or 4096)
@@ -178,7 +178,9 @@ def _best_of_three(fn, sync, size):
     return 2.0 * size**3 / min(_time_call(fn, sync) for _ in range(3))
 
 
-def _torch_matmuls(torch, size, device="cpu"):
+def _torch_matmuls(size, device):
+    import torch
+
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     flops = {}
     for dtype in ("float32", "bfloat16"):

@@ -21,6 +21,7 @@ import functools
 import keras
 from keras import ops
 
+from keras_superclass.layers import torch_linear
 from keras_superclass.layers.xla_cpu_forms import column_sums
 from keras_superclass.layers.xla_cpu_forms import jax_cpu_forms
 
@@ -77,8 +78,6 @@ class Dense(keras.layers.Dense):
 
     def _linear(self, inputs):
         import torch
-
-        from keras_superclass.layers import torch_linear
 
         kernel = ops.convert_to_tensor(self.kernel)
         if torch_linear.use_onednn(inputs):

@@ -85,11 +85,10 @@ class LayerNormalization(keras.layers.LayerNormalization):
             and self.center
             and not self.rms_scaling
         )
-        self._fused = keras.backend.backend() == "tensorflow" and (
-            last_axis_affine
-        )
+        backend = keras.backend.backend()
+        self._fused = backend == "tensorflow" and last_axis_affine
         self._jax_sums_by_matmul = (
-            keras.backend.backend() == "jax"
+            backend == "jax"
             and last_axis_affine
             and self.compute_dtype == "float32"
         )
