@@ -175,7 +175,12 @@ def _tf_kernels():
 
         return fused(x, gamma, beta)
 
-    return types.SimpleNamespace(gelu=fused_gelu, layer_norm=layer_norm)
+    return types.SimpleNamespace(
+        gelu=fused_gelu,
+        gelu_forward=gelu_forward,
+        gelu_backward=gelu_backward,
+        layer_norm=layer_norm,
+    )
 
 
 @functools.cache

@@ -8,6 +8,7 @@ from keras_superclass.layers.attention import tokens_as_rows
 from keras_superclass.layers.fused_dense import Dense
 from keras_superclass.layers.fused_elementwise import LayerNormalization
 from keras_superclass.layers.fused_elementwise import gelu
+from keras_superclass.layers.gelu_dense import gelu_dense
 from keras_superclass.layers.token_head import torch_linear_bias_initializer
 from keras_superclass.layers.token_head import torch_linear_kernel_initializer
 
@@ -277,9 +278,11 @@ class TransformerBlock(keras.layers.Layer):
         h = self.attn(self.ln_1(x))
         x = x + self.dropout(h, training=training)
         h = self.c_fc(tokens_as_rows(self.ln_2(x)))
-        h = ops.reshape(
-            self.c_proj(mlp_activation(h, self.activation)), ops.shape(x)
-        )
+        if self.activation == "gelu":
+            h = gelu_dense(self.c_proj, h)  # keeps only `h` for backward
+        else:
+            h = self.c_proj(mlp_activation(h, self.activation))
+        h = ops.reshape(h, ops.shape(x))
         return x + self.dropout(h, training=training)
 
     def call(self, x, training=None):
