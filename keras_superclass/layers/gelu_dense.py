@@ -9,8 +9,10 @@ does). At S/16, batch 16: 18.5 MiB a block; the step's peak memory
 160-260 MB lower on every backend at the same speed (`benchmarks/README.md`,
 thirteenth pass).
 
-It applies to float32 exact GELU into a plain `Dense` (a bias, no
-activation, LoRA or quantization) on every backend; anything else, and
+It applies to exact GELU into a plain `Dense` (a bias, no activation,
+LoRA or quantization), computing in float32 on every backend and in
+bfloat16 (`mixed_bfloat16`) under jax and TensorFlow; anything else
+(PyTorch's bfloat16 Dense keeps Keras's ops, `fused_dense.py`), and
 PyTorch under `torch.compile` (which picks its own recomputation), runs
 `dense(gelu(h))` as written.
 """
@@ -50,26 +52,28 @@ def gelu_dense(dense, inputs):
     if not _applies(dense, inputs):
         return dense(gelu(inputs))
     rows = ops.reshape(inputs, (-1, inputs.shape[-1]))
-    kernel = ops.convert_to_tensor(dense.kernel)
-    outputs = _backend_function()(rows, kernel, dense.bias.value)
+    # As the layer would cast them (also outside its autocast scope).
+    kernel = ops.cast(dense.kernel, dense.compute_dtype)
+    bias = ops.cast(dense.bias, dense.compute_dtype)
+    outputs = _backend_function()(rows, kernel, bias)
     return ops.reshape(outputs, (*ops.shape(inputs)[:-1], dense.units))
 
 
 def _applies(dense, inputs):
+    torch = keras.backend.backend() == "torch"
+    dtypes = ("float32",) if torch else ("float32", "bfloat16")
     return (
         dense.bias is not None
         and dense.activation in (None, keras.activations.linear)
         and not dense.lora_enabled
         and dense.quantization_mode is None
-        and dense.compute_dtype == "float32"
-        and keras.backend.standardize_dtype(inputs.dtype) == "float32"
-        and not _torch_compiling()
+        and dense.compute_dtype in dtypes
+        and keras.backend.standardize_dtype(inputs.dtype) == dense.compute_dtype
+        and not (torch and _torch_compiling())
     )
 
 
 def _torch_compiling():
-    if keras.backend.backend() != "torch":
-        return False
     import torch
 
     return torch.compiler.is_compiling()
@@ -120,13 +124,14 @@ def _tf_gelu_dense():
 
 @functools.cache
 def _jax_gelu_dense(cpu_forms):
-    """The bias gradient as a matrix-vector product on a CPU, as
-    `fused_dense.Dense`'s."""
+    """The bias gradient as a matrix-vector product on a CPU in float32,
+    as `fused_dense.Dense`'s. GELU computes in float32."""
     import jax
     import jax.numpy as jnp
 
     def activate(rows):
-        return rows * _normal_cdf(rows)
+        rows32 = rows.astype(jnp.float32)
+        return (rows32 * _normal_cdf(rows32)).astype(rows.dtype)
 
     @jax.custom_vjp
     def function(rows, kernel, bias):
@@ -138,15 +143,18 @@ def _jax_gelu_dense(cpu_forms):
     def backward(saved, d_out):
         rows, kernel = saved
         # A zero from the gradient ties the recomputation to backward:
-        # XLA would otherwise schedule it in forward and keep it.
+        # XLA would otherwise schedule it in forward and keep it (a
+        # non-finite gradient there makes every gradient NaN, as it would).
         rows = rows + 0.0 * d_out[0, 0]
         d_kernel = activate(rows).T @ d_out
-        if cpu_forms:
+        if cpu_forms and d_out.dtype == jnp.float32:
             (d_bias,) = column_sums(d_out)
         else:
             d_bias = jnp.sum(d_out, axis=0)
-        d_rows = (d_out @ kernel.T) * _gelu_derivative(rows)
-        return d_rows, d_kernel, d_bias
+        d_activated = (d_out @ kernel.T).astype(jnp.float32)
+        rows32 = rows.astype(jnp.float32)
+        d_rows = d_activated * _gelu_derivative(rows32)
+        return d_rows.astype(rows.dtype), d_kernel, d_bias
 
     function.defvjp(forward, backward)
     return function
