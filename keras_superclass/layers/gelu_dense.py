@@ -6,8 +6,8 @@ its output (for the kernel gradient). Here only the input is kept and
 GELU is recomputed from it in backward, one elementwise pass (the cheap
 kind of recomputation Megatron-LM's selective activation recomputation
 does). At S/16, batch 16: 18.5 MiB a block; the step's peak memory
-160-260 MB lower on every backend at the same speed (`benchmarks/README.md`,
-thirteenth pass).
+160-260 MB lower on every backend, as fast under jax and TensorFlow, 2-5%
+slower under PyTorch (`benchmarks/README.md`, thirteenth pass).
 
 It applies to exact GELU into a plain `Dense` (a bias, no activation,
 LoRA or quantization), computing in float32 on every backend and in
@@ -143,8 +143,8 @@ def _jax_gelu_dense(cpu_forms):
     def backward(saved, d_out):
         rows, kernel = saved
         # A zero from the gradient ties the recomputation to backward:
-        # XLA would otherwise schedule it in forward and keep it (a
-        # non-finite gradient there makes every gradient NaN, as it would).
+        # XLA would otherwise schedule it in forward and keep it. (A
+        # non-finite d_out[0, 0] turns this layer's gradients to NaN.)
         rows = rows + 0.0 * d_out[0, 0]
         d_kernel = activate(rows).T @ d_out
         if cpu_forms and d_out.dtype == jnp.float32:
