@@ -107,6 +107,8 @@ def test_other_cases_run_dense_of_gelu_as_written():
         np.testing.assert_allclose(
             as_numpy(gelu_dense(dense, h)), as_numpy(_plain(dense, h)), 1e-5
         )
+    unbuilt = keras.layers.Dense(6)
+    assert tuple(gelu_dense(unbuilt, h).shape) == (7, 6) and unbuilt.built
     lora = _dense()
     lora.enable_lora(2)
     lora.lora_kernel_b.assign(np.ones((2, 6), "float32"))

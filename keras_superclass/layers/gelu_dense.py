@@ -35,7 +35,8 @@ def gelu_dense(dense, inputs):
     """`dense(gelu(inputs))`, keeping only `inputs` for the backward pass.
 
     Args:
-        dense: a built `keras.layers.Dense` (or this package's `Dense`).
+        dense: a `keras.layers.Dense` (or this package's `Dense`); built
+            by this call if it is not.
         inputs: `(..., features)`, the pre-activation.
 
     Returns:
@@ -63,7 +64,8 @@ def _applies(dense, inputs):
     torch = keras.backend.backend() == "torch"
     dtypes = ("float32",) if torch else ("float32", "bfloat16")
     return (
-        dense.bias is not None
+        dense.built
+        and dense.bias is not None
         and dense.activation in (None, keras.activations.linear)
         and not dense.lora_enabled
         and dense.quantization_mode is None
