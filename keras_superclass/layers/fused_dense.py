@@ -77,14 +77,10 @@ class Dense(keras.layers.Dense):
         )
 
     def _linear(self, inputs):
-        import torch
-
         kernel = ops.convert_to_tensor(self.kernel)
-        if torch_linear.use_onednn(inputs):
-            x = torch_linear.onednn_linear(inputs, kernel.T, self.bias.value)
-        else:
-            # `nn.Linear`'s op: one `addmm` for rows of any leading shape.
-            x = torch.nn.functional.linear(inputs, kernel.T, self.bias.value)
+        # `nn.Linear`'s op (one `addmm` for rows of any leading shape), or
+        # oneDNN's.
+        x = torch_linear.linear(inputs, kernel.T, self.bias.value)
         if self.activation is not None:
             x = self.activation(x)
         return x

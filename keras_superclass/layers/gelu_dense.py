@@ -23,6 +23,7 @@ import keras
 from keras import ops
 
 from keras_superclass.layers import torch_linear
+from keras_superclass.layers.attention import tokens_as_rows
 from keras_superclass.layers.fused_elementwise import _gelu_derivative
 from keras_superclass.layers.fused_elementwise import _normal_cdf
 from keras_superclass.layers.fused_elementwise import _tf_kernels
@@ -52,7 +53,7 @@ def gelu_dense(dense, inputs):
     inputs = ops.convert_to_tensor(inputs)
     if not _applies(dense, inputs):
         return dense(gelu(inputs))
-    rows = ops.reshape(inputs, (-1, inputs.shape[-1]))
+    rows = tokens_as_rows(inputs)
     # As the layer would cast them (also outside its autocast scope).
     kernel = ops.cast(dense.kernel, dense.compute_dtype)
     bias = ops.cast(dense.bias, dense.compute_dtype)
@@ -66,7 +67,7 @@ def _applies(dense, inputs):
     return (
         dense.built
         and dense.bias is not None
-        and dense.activation in (None, keras.activations.linear)
+        and dense.activation is keras.activations.linear
         and not dense.lora_enabled
         and dense.quantization_mode is None
         and dense.compute_dtype in dtypes
@@ -99,9 +100,6 @@ def _tf_gelu_dense():
     kernels = _tf_kernels()
 
     def function(rows, kernel, bias):
-        # Read the variables here: inside, the gradient is for tensors.
-        kernel, bias = tf.identity(kernel), tf.identity(bias)
-
         @tf.custom_gradient
         def fused(rows, kernel, bias):
             def grad(d_out):
@@ -173,25 +171,23 @@ def _torch_function():
     import torch
     import torch.nn.functional as F
 
-    def linear(rows, weight, bias, onednn):
-        if onednn:
-            return torch_linear.onednn_linear(rows, weight, bias)
-        return F.linear(rows, weight, bias)
-
     class GeluLinear(torch.autograd.Function):
         @staticmethod
         def forward(ctx, rows, weight, bias, onednn):
             ctx.save_for_backward(rows, weight)
             ctx.onednn = onednn
-            return linear(F.gelu(rows), weight, bias, onednn)
+            return torch_linear.linear(F.gelu(rows), weight, bias, onednn)
 
         @staticmethod
         def backward(ctx, d_out):
             # Differentiable ops only: a second derivative also works.
             rows, weight = ctx.saved_tensors
             activated = F.gelu(rows)
-            d_weight = linear(d_out.t(), activated.t(), None, ctx.onednn)
-            d_activated = linear(d_out, weight.t(), None, ctx.onednn)
+            onednn = ctx.onednn
+            d_weight = torch_linear.linear(
+                d_out.t(), activated.t(), None, onednn
+            )
+            d_activated = torch_linear.linear(d_out, weight.t(), None, onednn)
             d_rows = torch.ops.aten.gelu_backward(d_activated, rows)
             return d_rows, d_weight, d_out.sum(0), None
 

@@ -81,6 +81,19 @@ def _linear(rows, weight, bias=None):
     )
 
 
+def linear(inputs, weight, bias=None, onednn=None):
+    """`torch.nn.functional.linear` on oneDNN where `use_onednn` chooses it
+    (or as `onednn` says: a backward repeats its forward's choice), else on
+    MKL (`F.linear`, as `nn.Linear`)."""
+    import torch
+
+    if onednn is None:
+        onednn = use_onednn(inputs)
+    if onednn:
+        return onednn_linear(inputs, weight, bias)
+    return torch.nn.functional.linear(inputs, weight, bias)
+
+
 def onednn_linear(inputs, weight, bias=None):
     """`torch.nn.functional.linear` (`weight` is `(outputs, features)`)
     with the forward and both backward products on oneDNN."""

@@ -7,7 +7,6 @@ from keras_superclass.layers.attention import MultiHeadSelfAttention
 from keras_superclass.layers.attention import tokens_as_rows
 from keras_superclass.layers.fused_dense import Dense
 from keras_superclass.layers.fused_elementwise import LayerNormalization
-from keras_superclass.layers.fused_elementwise import gelu
 from keras_superclass.layers.gelu_dense import gelu_dense
 from keras_superclass.layers.token_head import torch_linear_bias_initializer
 from keras_superclass.layers.token_head import torch_linear_kernel_initializer
@@ -21,11 +20,10 @@ def _torch_conv_initializer():
 MLP_ACTIVATIONS = ("gelu", "quick_gelu")
 
 
-def mlp_activation(x, name):
-    """Exact GELU, or OpenAI CLIP's QuickGELU `x * sigmoid(1.702 x)`."""
-    if name == "quick_gelu":
-        return x * ops.sigmoid(1.702 * x)
-    return gelu(x)
+def quick_gelu(x):
+    """OpenAI CLIP's QuickGELU, `x * sigmoid(1.702 x)` (exact GELU runs
+    inside `gelu_dense`)."""
+    return x * ops.sigmoid(1.702 * x)
 
 
 @keras.saving.register_keras_serializable(package="keras_superclass")
@@ -281,7 +279,7 @@ class TransformerBlock(keras.layers.Layer):
         if self.activation == "gelu":
             h = gelu_dense(self.c_proj, h)  # keeps only `h` for backward
         else:
-            h = self.c_proj(mlp_activation(h, self.activation))
+            h = self.c_proj(quick_gelu(h))
         h = ops.reshape(h, ops.shape(x))
         return x + self.dropout(h, training=training)
 
