@@ -220,7 +220,9 @@ def mlp_part(sizes, repeats):
     # Forward: x @ w1, h @ w2; backward: two input and two kernel grads.
     gflop = 6 * 2 * rows * width * hidden / 1e9
     gflops = {
-        name: round(gflop / (ms / 1e3), 1)
+        # Three significant digits, as the times: a slow tiny run (a
+        # loaded CI machine) must not round to 0 GFLOP/s.
+        name: float(f"{gflop / (ms / 1e3):.3g}")
         for name, ms in times.items()
         if name.endswith("matmuls_only")
     }

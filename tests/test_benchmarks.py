@@ -42,13 +42,14 @@ def test_step_parts_small_runs_and_reports_every_part():
     if result["backend"] == "jax":
         assert len(result["jax_train_step_ms"]) == 8
         assert "jax_custom_backward" in attention
-    numbers = [
-        value
-        for part in result.values()
+    not_positive = {
+        f"{part_name}.{name}": value
+        for part_name, part in result.items()
         if isinstance(part, dict)
-        for value in part.values()
-    ]
-    assert all(value > 0 for value in numbers)
+        for name, value in part.items()
+        if not value > 0
+    }
+    assert not not_positive, result
 
 
 def test_train_step_device_check_reports_both_sides():
