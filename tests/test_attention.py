@@ -63,7 +63,7 @@ def test_tensorflow_recomputes_probabilities_with_the_same_gradients():
     import tensorflow as tf
 
     from keras_superclass.layers.attention import MultiHeadSelfAttention
-    from keras_superclass.layers.attention import tokens_as_rows
+    from keras_superclass.layers.fused_dense import tokens_as_rows
 
     layer = MultiHeadSelfAttention(hidden_dim=16, num_heads=2)
     layer.build((2, 5, 16))

@@ -6,17 +6,10 @@ import keras
 from keras import ops
 
 from keras_superclass.layers.fused_dense import Dense
+from keras_superclass.layers.fused_dense import tokens_as_rows
+from keras_superclass.layers.norm_dense import norm_dense
 from keras_superclass.layers.token_head import torch_linear_kernel_initializer
 from keras_superclass.utils.xla_flags import jax_or_tensorflow_on_cpu
-
-
-def tokens_as_rows(x):
-    """`(B, N, D) -> (B * N, D)` before a Dense.
-
-    Same result, but the kernel gradient becomes one plain matmul: XLA on
-    CPU runs the 3-D form (two contracting dimensions) several times slower.
-    """
-    return ops.reshape(x, (-1, x.shape[-1]))
 
 
 def fused_attention_is_faster(flash_attention=None):
@@ -161,7 +154,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     `causal=True` each token attends to itself and earlier tokens only
     (the text tower). `flash_attention`: `None` lets Keras pick the fused
     kernel where the backend has one (cuDNN / TPU / PyTorch SDPA), `True`
-    requires it.
+    requires it. Called as `layer(x, norm=ln)` it attends over `ln(x)`
+    with the norm fused into the qkv projection (`norm_dense.py`: only `x`
+    is kept for backward), as a pre-LN block does.
 
     Example:
     >>> layer = MultiHeadSelfAttention(hidden_dim=8, num_heads=2)
@@ -208,9 +203,12 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.out_proj.build(input_shape)
         self.built = True
 
-    def call(self, x):
+    def call(self, x, norm=None):
         batch, length = ops.shape(x)[0], ops.shape(x)[1]
-        qkv = self.in_proj(tokens_as_rows(x))
+        if norm is None:
+            qkv = self.in_proj(tokens_as_rows(x))
+        else:
+            qkv = norm_dense(norm, self.in_proj, tokens_as_rows(x))
         qkv = ops.reshape(
             qkv, (batch, length, 3, self.num_heads, self.head_dim)
         )

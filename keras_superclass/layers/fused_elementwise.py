@@ -79,17 +79,18 @@ class LayerNormalization(keras.layers.LayerNormalization):
         rank = len(input_shape)
         axes = self.axis if isinstance(self.axis, list) else [self.axis]
         # Decided once: the fused path covers the last axis, scale, center.
-        last_axis_affine = (
+        # (`norm_dense` fuses such a norm into the Dense after it.)
+        self.last_axis_affine = bool(
             [axis % rank for axis in axes] == [rank - 1]
             and self.scale
             and self.center
             and not self.rms_scaling
         )
         backend = keras.backend.backend()
-        self._fused = backend == "tensorflow" and last_axis_affine
+        self._fused = backend == "tensorflow" and self.last_axis_affine
         self._jax_sums_by_matmul = (
             backend == "jax"
-            and last_axis_affine
+            and self.last_axis_affine
             and self.compute_dtype == "float32"
         )
 
@@ -180,6 +181,8 @@ def _tf_kernels():
         gelu_forward=gelu_forward,
         gelu_backward=gelu_backward,
         layer_norm=layer_norm,
+        norm_forward=norm_forward,
+        norm_backward=norm_backward,
     )
 
 

@@ -23,7 +23,7 @@ import keras
 from keras import ops
 
 from keras_superclass.layers import torch_linear
-from keras_superclass.layers.attention import tokens_as_rows
+from keras_superclass.layers.fused_dense import tokens_as_rows
 from keras_superclass.layers.fused_elementwise import _gelu_derivative
 from keras_superclass.layers.fused_elementwise import _normal_cdf
 from keras_superclass.layers.fused_elementwise import _tf_kernels
@@ -51,7 +51,7 @@ def gelu_dense(dense, inputs):
     [0.6827, 0.6827]
     """
     inputs = ops.convert_to_tensor(inputs)
-    if not _applies(dense, inputs):
+    if not plain_dense_fuses(dense, inputs):
         return dense(gelu(inputs))
     rows = tokens_as_rows(inputs)
     # As the layer would cast them (also outside its autocast scope).
@@ -61,7 +61,11 @@ def gelu_dense(dense, inputs):
     return ops.reshape(outputs, (*ops.shape(inputs)[:-1], dense.units))
 
 
-def _applies(dense, inputs):
+def plain_dense_fuses(dense, inputs):
+    """Whether a hand-written backward may take `dense`'s place: a built
+    plain Dense (bias, no activation, LoRA or quantization) in float32, or
+    bfloat16 off PyTorch, fed its compute dtype, outside `torch.compile`
+    (shared with `norm_dense`)."""
     torch = keras.backend.backend() == "torch"
     dtypes = ("float32",) if torch else ("float32", "bfloat16")
     return (

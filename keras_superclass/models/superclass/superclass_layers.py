@@ -4,10 +4,11 @@ import keras
 from keras import ops
 
 from keras_superclass.layers.attention import MultiHeadSelfAttention
-from keras_superclass.layers.attention import tokens_as_rows
 from keras_superclass.layers.fused_dense import Dense
+from keras_superclass.layers.fused_dense import tokens_as_rows
 from keras_superclass.layers.fused_elementwise import LayerNormalization
 from keras_superclass.layers.gelu_dense import gelu_dense
+from keras_superclass.layers.norm_dense import norm_dense
 from keras_superclass.layers.token_head import torch_linear_bias_initializer
 from keras_superclass.layers.token_head import torch_linear_kernel_initializer
 
@@ -273,11 +274,13 @@ class TransformerBlock(keras.layers.Layer):
         self.built = True
 
     def _forward(self, x, training=None):
-        h = self.attn(self.ln_1(x))
+        # Each norm runs inside the Dense after it, which keeps only the
+        # norm's input for backward; likewise GELU inside `c_proj`.
+        h = self.attn(x, norm=self.ln_1)
         x = x + self.dropout(h, training=training)
-        h = self.c_fc(tokens_as_rows(self.ln_2(x)))
+        h = norm_dense(self.ln_2, self.c_fc, tokens_as_rows(x))
         if self.activation == "gelu":
-            h = gelu_dense(self.c_proj, h)  # keeps only `h` for backward
+            h = gelu_dense(self.c_proj, h)
         else:
             h = self.c_proj(quick_gelu(h))
         h = ops.reshape(h, ops.shape(x))
