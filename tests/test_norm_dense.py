@@ -69,6 +69,19 @@ def _written(norm, dense, x):
     return dense(norm(x))
 
 
+@pytest.fixture
+def fused(monkeypatch):
+    """The epsilons of the calls that took the fused path."""
+    calls = []
+    backend_function = norm_dense_module._backend_function
+    monkeypatch.setattr(
+        norm_dense_module,
+        "_backend_function",
+        lambda eps: calls.append(eps) or backend_function(eps),
+    )
+    return calls
+
+
 @pytest.mark.parametrize("shape", [(7, WIDTH), (2, 3, WIDTH)])
 @pytest.mark.parametrize("native", [True, False])
 def test_equals_keras_norm_then_dense_with_all_gradients(shape, native):
@@ -87,14 +100,7 @@ def test_equals_keras_norm_then_dense_with_all_gradients(shape, native):
         np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-4)
 
 
-def test_mixed_bfloat16_equals_keras_norm_then_dense(monkeypatch):
-    fused = []
-    backend_function = norm_dense_module._backend_function
-    monkeypatch.setattr(
-        norm_dense_module,
-        "_backend_function",
-        lambda eps: fused.append(eps) or backend_function(eps),
-    )
+def test_mixed_bfloat16_equals_keras_norm_then_dense(fused):
     norm, dense = _pair("mixed_bfloat16")
 
     def in_bfloat16(call):
@@ -117,14 +123,7 @@ def test_mixed_bfloat16_equals_keras_norm_then_dense(monkeypatch):
     assert keras.backend.standardize_dtype(bf16.dtype) == "bfloat16"
 
 
-def test_other_cases_run_dense_of_norm_as_written(monkeypatch):
-    fused = []
-    backend_function = norm_dense_module._backend_function
-    monkeypatch.setattr(
-        norm_dense_module,
-        "_backend_function",
-        lambda eps: fused.append(eps) or backend_function(eps),
-    )
+def test_other_cases_run_dense_of_norm_as_written(fused):
     x = np.random.default_rng(0).normal(size=(7, WIDTH)).astype("float32")
     keras_norm, dense = _pair(norm_class=keras.layers.LayerNormalization)
     uncentred = LayerNormalization(center=False)
