@@ -44,6 +44,24 @@ def _gelu_derivative(x32):
     return _normal_cdf(x32) + x32 * pdf
 
 
+def _normalized(x, epsilon):
+    """LayerNorm's `(x_hat, inverse_std)` over the last axis, in float32."""
+    x32 = ops.cast(x, "float32")
+    centred = x32 - ops.mean(x32, axis=-1, keepdims=True)
+    variance = ops.mean(ops.square(centred), axis=-1, keepdims=True)
+    inverse_std = ops.rsqrt(variance + epsilon)
+    return centred * inverse_std, inverse_std
+
+
+def _norm_input_gradient(g, x_hat, inverse_std):
+    """LayerNorm's input gradient from `g = d_out * gamma` (float32)."""
+    return inverse_std * (
+        g
+        - ops.mean(g, axis=-1, keepdims=True)
+        - x_hat * ops.mean(g * x_hat, axis=-1, keepdims=True)
+    )
+
+
 def gelu(x):
     """Exact (erf) GELU, `x * Phi(x)`, as `ops.gelu(x, approximate=False)`.
 
@@ -129,29 +147,19 @@ def _tf_kernels():
     def fused_gelu(x):
         return gelu_forward(x), lambda dy: gelu_backward(x, dy)
 
-    def normalized(x, epsilon):
-        x32 = tf.cast(x, tf.float32)
-        centered = x32 - tf.reduce_mean(x32, axis=-1, keepdims=True)
-        variance = tf.reduce_mean(tf.square(centered), axis=-1, keepdims=True)
-        inverse_std = tf.math.rsqrt(variance + epsilon)
-        return centered * inverse_std, inverse_std
-
     @tf.function(jit_compile=True, autograph=False)
     def norm_forward(x, gamma, beta, epsilon):
-        x_hat, _ = normalized(x, epsilon)
+        x_hat, _ = _normalized(x, epsilon)
         gamma32, beta32 = tf.cast(gamma, tf.float32), tf.cast(beta, tf.float32)
         return tf.cast(x_hat * gamma32 + beta32, x.dtype)
 
     @tf.function(jit_compile=True, autograph=False)
     def norm_backward(x, gamma, epsilon, dy):
         # Recomputes the statistics rather than keeping them for backward.
-        x_hat, inverse_std = normalized(x, epsilon)
+        x_hat, inverse_std = _normalized(x, epsilon)
         dy32 = tf.cast(dy, tf.float32)
-        g = dy32 * tf.cast(gamma, tf.float32)
-        dx = inverse_std * (
-            g
-            - tf.reduce_mean(g, axis=-1, keepdims=True)
-            - x_hat * tf.reduce_mean(g * x_hat, axis=-1, keepdims=True)
+        dx = _norm_input_gradient(
+            dy32 * tf.cast(gamma, tf.float32), x_hat, inverse_std
         )
         rows = list(range(len(dy.shape) - 1))
         dgamma = tf.reduce_sum(dy32 * x_hat, axis=rows)
@@ -216,30 +224,18 @@ def _jax_layer_norm(epsilon):
     """Float32 LayerNorm over the last axis whose backward recomputes the
     statistics and sums gamma's and beta's gradients by matmul (jax)."""
     import jax
-    import jax.numpy as jnp
-
-    def normalized(x):
-        centred = x - jnp.mean(x, axis=-1, keepdims=True)
-        variance = jnp.mean(jnp.square(centred), axis=-1, keepdims=True)
-        inverse_std = jax.lax.rsqrt(variance + epsilon)
-        return centred * inverse_std, inverse_std
 
     @jax.custom_vjp
     def layer_norm(x, gamma, beta):
-        return normalized(x)[0] * gamma + beta
+        return _normalized(x, epsilon)[0] * gamma + beta
 
     def forward(x, gamma, beta):
         return layer_norm(x, gamma, beta), (x, gamma)
 
     def backward(saved, dy):
         x, gamma = saved
-        x_hat, inverse_std = normalized(x)
-        g = dy * gamma
-        dx = inverse_std * (
-            g
-            - jnp.mean(g, axis=-1, keepdims=True)
-            - x_hat * jnp.mean(g * x_hat, axis=-1, keepdims=True)
-        )
+        x_hat, inverse_std = _normalized(x, epsilon)
+        dx = _norm_input_gradient(dy * gamma, x_hat, inverse_std)
         d_gamma, d_beta = column_sums(dy * x_hat, dy)
         return dx, d_gamma, d_beta
 

@@ -22,6 +22,8 @@ from keras import ops
 
 from keras_superclass.layers import torch_linear
 from keras_superclass.layers.fused_dense import tokens_as_rows
+from keras_superclass.layers.fused_elementwise import _norm_input_gradient
+from keras_superclass.layers.fused_elementwise import _normalized
 from keras_superclass.layers.fused_elementwise import _tf_kernels
 from keras_superclass.layers.gelu_dense import plain_dense_fuses
 from keras_superclass.layers.xla_cpu_forms import column_sums
@@ -133,13 +135,6 @@ def _jax_norm_dense(epsilon, cpu_forms):
     import jax
     import jax.numpy as jnp
 
-    def normalized(rows):
-        rows32 = rows.astype(jnp.float32)
-        centred = rows32 - jnp.mean(rows32, axis=-1, keepdims=True)
-        variance = jnp.mean(jnp.square(centred), axis=-1, keepdims=True)
-        inverse_std = jax.lax.rsqrt(variance + epsilon)
-        return centred * inverse_std, inverse_std
-
     def sums(*arrays):
         if cpu_forms and arrays[0].dtype == jnp.float32:
             return column_sums(*arrays)
@@ -147,7 +142,7 @@ def _jax_norm_dense(epsilon, cpu_forms):
 
     @jax.custom_vjp
     def function(rows, gamma, beta, kernel, bias):
-        normed = normalized(rows)[0] * gamma + beta
+        normed = _normalized(rows, epsilon)[0] * gamma + beta
         return normed.astype(kernel.dtype) @ kernel + bias
 
     def forward(rows, gamma, beta, kernel, bias):
@@ -164,17 +159,12 @@ def _jax_norm_dense(epsilon, cpu_forms):
         # XLA would otherwise schedule it in forward and keep it. (A
         # non-finite d_out[0, 0] turns this pair's gradients to NaN.)
         rows = rows + (0.0 * d_out[0, 0]).astype(rows.dtype)
-        x_hat, inverse_std = normalized(rows)
+        x_hat, inverse_std = _normalized(rows, epsilon)
         normed = (x_hat * gamma + beta).astype(kernel.dtype)
         d_kernel = normed.T @ d_out
         (d_bias,) = sums(d_out)
         d_normed = (d_out @ kernel.T).astype(jnp.float32)
-        g = d_normed * gamma
-        d_rows = inverse_std * (
-            g
-            - jnp.mean(g, axis=-1, keepdims=True)
-            - x_hat * jnp.mean(g * x_hat, axis=-1, keepdims=True)
-        )
+        d_rows = _norm_input_gradient(d_normed * gamma, x_hat, inverse_std)
         d_gamma, d_beta = sums(d_normed * x_hat, d_normed)
         return d_rows.astype(rows.dtype), d_gamma, d_beta, d_kernel, d_bias
 
