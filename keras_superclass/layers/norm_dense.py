@@ -11,7 +11,7 @@ What it bought: `benchmarks/README.md` (fourteenth pass).
 
 It applies to this package's `LayerNormalization` over the last axis
 with scale and center, into a Dense `gelu_dense.plain_dense_fuses` takes
-(float32 everywhere, `mixed_bfloat16` under jax and TensorFlow); anything
+(float32 or `mixed_bfloat16`, the norm computing in float32); anything
 else runs `dense(norm(x))` as written.
 """
 
@@ -202,6 +202,7 @@ def _torch_function():
             # Differentiable ops only: a second derivative also works.
             rows, gamma, beta, weight, mean, rstd = ctx.saved_tensors
             normed = torch.addcmul(beta, (rows - mean) * rstd, gamma)
+            normed = normed.to(rows.dtype)  # float32 statistics
             onednn = ctx.onednn
             d_weight = torch_linear.linear(d_out.t(), normed.t(), None, onednn)
             d_normed = torch_linear.linear(d_out, weight.t(), None, onednn)
