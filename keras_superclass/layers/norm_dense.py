@@ -188,34 +188,43 @@ def _torch_function():
     class NormLinear(torch.autograd.Function):
         @staticmethod
         def forward(ctx, rows, gamma, beta, weight, bias, epsilon, onednn):
-            width = [rows.shape[-1]]
+            # The norm computes in float32 (as autocast runs LayerNorm;
+            # `.float()` is the tensor itself in float32).
             normed, mean, rstd = torch.native_layer_norm(
-                rows, width, gamma, beta, epsilon
+                rows.float(),
+                [rows.shape[-1]],
+                gamma.float(),
+                beta.float(),
+                epsilon,
             )
             # The row statistics (two floats a row) are kept, not `normed`.
             ctx.save_for_backward(rows, gamma, beta, weight, mean, rstd)
             ctx.onednn = onednn
+            normed = normed.to(rows.dtype)
             return torch_linear.linear(normed, weight, bias, onednn)
 
         @staticmethod
         def backward(ctx, d_out):
             # Differentiable ops only: a second derivative also works.
             rows, gamma, beta, weight, mean, rstd = ctx.saved_tensors
-            normed = torch.addcmul(beta, (rows - mean) * rstd, gamma)
-            normed = normed.to(rows.dtype)  # float32 statistics
+            rows32, gamma32, beta32 = rows.float(), gamma.float(), beta.float()
+            normed = torch.addcmul(beta32, (rows32 - mean) * rstd, gamma32)
+            normed = normed.to(rows.dtype)
             onednn = ctx.onednn
             d_weight = torch_linear.linear(d_out.t(), normed.t(), None, onednn)
             d_normed = torch_linear.linear(d_out, weight.t(), None, onednn)
             d_rows, d_gamma, d_beta = torch.ops.aten.native_layer_norm_backward(
-                d_normed,
-                rows,
+                d_normed.float(),
+                rows32,
                 [rows.shape[-1]],
                 mean,
                 rstd,
-                gamma,
-                beta,
+                gamma32,
+                beta32,
                 [True, True, True],
             )
+            d_rows = d_rows.to(rows.dtype)
+            d_gamma, d_beta = d_gamma.to(gamma.dtype), d_beta.to(beta.dtype)
             return d_rows, d_gamma, d_beta, d_weight, d_out.sum(0), None, None
 
     return NormLinear
