@@ -100,8 +100,11 @@ def test_equals_keras_norm_then_dense_with_all_gradients(shape, native):
         np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-4)
 
 
-def test_mixed_bfloat16_equals_keras_norm_then_dense(fused):
-    norm, dense = _pair("mixed_bfloat16")
+# A `bfloat16` policy keeps the weights in bf16 too (the norm still
+# computes in float32).
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "bfloat16"])
+def test_bfloat16_equals_keras_norm_then_dense(fused, policy):
+    norm, dense = _pair(policy)
 
     def in_bfloat16(call):
         return lambda norm, dense, x: call(norm, dense, ops.cast(x, "bfloat16"))
