@@ -200,8 +200,10 @@ def warn_if_bfloat16_is_slow_here(dtype_policy):
     """Warns when a bfloat16 policy buys nothing on this device.
 
     XLA:CPU (jax on a CPU) runs bfloat16 matmuls through its float32
-    kernels, converting the operands: such a step is no faster than in
-    float32 and holds more memory (benchmarks/README.md). torch and
+    kernels, converting the operands (its one bf16 kernel, YNNPACK's,
+    takes only untransposed operands with a float32 result, none of a
+    training step's): such a step is no faster than in float32 and holds
+    more memory (benchmarks/README.md, sixteenth pass). torch and
     TensorFlow use oneDNN's AVX512-BF16 / AMX kernels there instead.
     """
     policy = keras.dtype_policies.get(dtype_policy)
