@@ -187,19 +187,20 @@ def test_jax_attention_equals_explicit_attention_with_gradients(causal, dtype):
     keras.backend.backend() != "jax",
     reason="jax's path: what XLA keeps for backward",
 )
-def test_jax_attention_keeps_no_probabilities_for_backward():
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_jax_attention_keeps_no_probabilities_for_backward(dtype):
     import jax
 
     from keras_superclass.layers.attention import _jax_attention
 
     batch, length, heads, head_dim, layers = 4, 128, 4, 16, 4
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(batch * length, heads * head_dim)).astype("float32")
+    x = rng.normal(size=(batch * length, heads * head_dim)).astype(dtype)
     projections = [
         rng.normal(size=(heads * head_dim, 3 * heads * head_dim)) * 0.1
         for _ in range(layers)
     ]
-    projections = [p.astype("float32") for p in projections]
+    projections = [p.astype(dtype) for p in projections]
 
     def temporaries(attention):
         def loss(projections, x):
@@ -208,14 +209,18 @@ def test_jax_attention_keeps_no_probabilities_for_backward():
                     ops.matmul(x, w), (batch, length, 3, heads, head_dim)
                 )
                 x = x + ops.reshape(attention(qkv), x.shape)
-            return ops.sum(x)
+            return ops.sum(ops.cast(x, "float32"))
 
         compiled = jax.jit(jax.grad(loss)).lower(projections, x).compile()
         return compiled.memory_analysis().temp_size_in_bytes
 
     saved = temporaries(explicit_attention) - temporaries(_jax_attention(False))
+    # Autodiff keeps the exponentials and probabilities (XLA computes them
+    # in float32 either way); with the recomputation merged into forward's
+    # (the backward not tied to the gradient) 0.85 (float32) and -0.09
+    # (bfloat16) of these per layer were saved.
     probabilities = batch * heads * length * length * 4
-    assert saved >= 0.5 * layers * probabilities
+    assert saved >= 1.25 * layers * probabilities
 
 
 @pytest.mark.skipif(

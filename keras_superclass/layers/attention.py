@@ -9,6 +9,7 @@ from keras_superclass.layers.fused_dense import Dense
 from keras_superclass.layers.fused_dense import tokens_as_rows
 from keras_superclass.layers.norm_dense import norm_dense
 from keras_superclass.layers.token_head import torch_linear_kernel_initializer
+from keras_superclass.layers.xla_cpu_forms import tied_to_gradient
 from keras_superclass.utils.xla_flags import jax_or_tensorflow_on_cpu
 
 
@@ -99,6 +100,9 @@ def _jax_attention(causal):
 
     def backward(saved, d_out):
         qkv, out, log_sum_exp = saved
+        # Else XLA merges the recomputed scores with forward's and keeps
+        # them (S/16: 14 MiB a block in float32, 35 in bfloat16).
+        qkv = tied_to_gradient(qkv, d_out)
         q, k, v, scores = _heads_and_scores(qkv, causal)
         probs = ops.exp(scores - log_sum_exp)
         return (_attention_backward(qkv, q, k, v, probs, out, d_out),)

@@ -29,6 +29,7 @@ from keras_superclass.layers.fused_elementwise import _tf_kernels
 from keras_superclass.layers.fused_elementwise import gelu
 from keras_superclass.layers.xla_cpu_forms import column_sums
 from keras_superclass.layers.xla_cpu_forms import jax_cpu_forms
+from keras_superclass.layers.xla_cpu_forms import tied_to_gradient
 
 
 def gelu_dense(dense, inputs):
@@ -144,10 +145,7 @@ def _jax_gelu_dense(cpu_forms):
 
     def backward(saved, d_out):
         rows, kernel = saved
-        # A zero from the gradient ties the recomputation to backward:
-        # XLA would otherwise schedule it in forward and keep it. (A
-        # non-finite d_out[0, 0] turns this layer's gradients to NaN.)
-        rows = rows + 0.0 * d_out[0, 0]
+        rows = tied_to_gradient(rows, d_out)  # recomputed in backward
         d_kernel = activate(rows).T @ d_out
         if cpu_forms and d_out.dtype == jnp.float32:
             (d_bias,) = column_sums(d_out)

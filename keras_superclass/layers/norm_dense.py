@@ -28,6 +28,7 @@ from keras_superclass.layers.fused_elementwise import _tf_kernels
 from keras_superclass.layers.gelu_dense import plain_dense_fuses
 from keras_superclass.layers.xla_cpu_forms import column_sums
 from keras_superclass.layers.xla_cpu_forms import jax_cpu_forms
+from keras_superclass.layers.xla_cpu_forms import tied_to_gradient
 
 
 def norm_dense(norm, dense, inputs):
@@ -155,10 +156,7 @@ def _jax_norm_dense(epsilon, cpu_forms):
 
     def backward(saved, d_out):
         rows, gamma, beta, kernel = saved
-        # A zero from the gradient ties the recomputation to backward:
-        # XLA would otherwise schedule it in forward and keep it. (A
-        # non-finite d_out[0, 0] turns this pair's gradients to NaN.)
-        rows = rows + (0.0 * d_out[0, 0]).astype(rows.dtype)
+        rows = tied_to_gradient(rows, d_out)  # recomputed in backward
         x_hat, inverse_std = _normalized(rows, epsilon)
         normed = (x_hat * gamma + beta).astype(kernel.dtype)
         d_kernel = normed.T @ d_out
