@@ -85,7 +85,9 @@ def _jax_attention(causal):
     of every block for backward; this keeps the inputs, the output and the
     rows' log-sum-exp, and recomputes the probabilities in backward, as
     flash-attention kernels do (S/16, batch 16: 85-105 MB less peak
-    memory, no slower; `benchmarks/README.md`).
+    memory, no slower). Tying the recomputation to the gradient saved a
+    further 140-190 MB in float32 and 380-420 MB in bfloat16, and ran 1-18%
+    faster (`benchmarks/README.md`, sixteenth pass).
     """
     import jax
 
