@@ -11,8 +11,9 @@ What it bought: `benchmarks/README.md` (fourteenth pass).
 
 It applies to this package's `LayerNormalization` over the last axis
 with scale and center, into a Dense `gelu_dense.plain_dense_fuses` takes
-(float32 or `mixed_bfloat16`, the norm computing in float32); anything
-else runs `dense(norm(x))` as written.
+(a float32 or bfloat16 compute dtype, `mixed_bfloat16` or `bfloat16`; the
+norm computes in float32); anything else runs `dense(norm(x))` as
+written.
 """
 
 import functools
