@@ -45,8 +45,13 @@ def main_ours(args):
     ids = keras.ops.convert_to_tensor(ids)
 
     def step():
-        # Returns the logs as NumPy: the step has finished when it returns.
         model.train_on_batch(images, ids)
+
+    def sync():
+        # jax runs the step asynchronously, and Keras's logs keep a failed
+        # step's values unconverted (no error): reading the step counter
+        # waits for the step and raises if it failed.
+        keras.ops.convert_to_numpy(model.optimizer.iterations)
 
     backend = keras.backend.backend()
     torch_cuda = False
@@ -56,7 +61,7 @@ def main_ours(args):
         torch_cuda = torch.cuda.is_available()
         if torch_cuda:
             torch.cuda.reset_peak_memory_stats()
-    times, monitor = timed(step, lambda: None, args)
+    times, monitor = timed(step, sync, args)
     peak_device = None
     if backend == "jax":
         import jax
