@@ -21,6 +21,10 @@ def main_ours(args):
         keras.config.set_dtype_policy("mixed_bfloat16")
     from keras_superclass.layers.attention import fused_attention_is_faster
     from keras_superclass.models import SuperClassClassifier
+    from keras_superclass.utils import xla_flags
+
+    # As `train` does: XLA:CPU's bf16 matmul kernels for a bf16 jax run.
+    xla_flags.choose_cpu_matmuls(keras.config.dtype_policy().compute_dtype)
 
     imports_mb = imports_rss_mb()
     overrides = {"image_shape": (args.image_size, args.image_size, 3)}

@@ -19,6 +19,8 @@ import keras
 import numpy as np
 import pytest
 
+from keras_superclass.utils import xla_flags
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_OVERRIDES = [
     "model.backbone.image_shape=[32, 32, 3]",
@@ -165,21 +167,30 @@ def demo_scene_png(demo_scene, path):
     Image.fromarray(np.asarray(pixels, dtype="uint8")).save(path)
 
 
-def test_training_errors_are_clear(demo_data, tmp_path):
+def test_training_errors_are_clear(demo_data, tmp_path, monkeypatch):
     root, train_glob = demo_data
     run_dir = tmp_path / "run"
-    # bfloat16 on jax's CPU backend is warned about before the model is
-    # built (XLA:CPU converts its matmuls to float32); torch and TensorFlow
-    # run them natively, without the warning.
-    result = cli(
+    # A bfloat16 run under jax keeps XLA:CPU's bf16 (YNNPACK) matmuls, so
+    # nothing is said; with them turned off by the user's XLA_FLAGS it
+    # warns before the model is built. torch and TensorFlow never warn.
+    bf16_resume = (
         *run_args(root, train_glob, run_dir),
         "training.dtype_policy=mixed_bfloat16",
         "--resume",
-        check=False,
     )
-    assert result.returncode == 2
-    assert "no complete checkpoint" in result.stderr
-    warned = "XLA:CPU computes bfloat16 matmuls" in result.stderr
+    # (This process's XLA_FLAGS hold the package's own default.)
+    own_flags = os.environ.get("XLA_FLAGS", "").split()
+    package_default = [f for f in own_flags if f != xla_flags.CPU_MATMUL_FLAG]
+    with monkeypatch.context() as patch:
+        patch.setenv("XLA_FLAGS", " ".join(package_default))
+        result = cli(*bf16_resume, check=False)
+        assert result.returncode == 2
+        assert "no complete checkpoint" in result.stderr
+        assert "bfloat16 (YNNPACK) matmuls" not in result.stderr
+        user_flags = [*package_default, xla_flags.CPU_MATMUL_FLAG]
+        patch.setenv("XLA_FLAGS", " ".join(user_flags))
+        result = cli(*bf16_resume, check=False)
+    warned = "bfloat16 (YNNPACK) matmuls turned off" in result.stderr
     assert warned == (keras.config.backend() == "jax"), result.stderr
 
     result = cli(

@@ -12,7 +12,9 @@ Keras's `call`. jax compiles the step with XLA, which fuses the add by
 itself, but on a CPU runs the bias gradient (a sum over every token) as a
 slow reduce-window loop: there a hand-written backward takes it as one
 matrix-vector product (with the LayerNorm one in `fused_elementwise.py`,
-the S/16 step 8-12% faster). Under TensorFlow `tf.nn.bias_add` measured
+the S/16 step 8-12% faster); in bfloat16 where XLA gives bf16 dots to
+YNNPACK (`xla_cpu_forms.matmul`), the same backward with its three
+products in YNNPACK's form. Under TensorFlow `tf.nn.bias_add` measured
 no faster than Keras's add, so it runs Keras's own `call`.
 """
 
@@ -24,6 +26,8 @@ from keras import ops
 from keras_superclass.layers import torch_linear
 from keras_superclass.layers.xla_cpu_forms import column_sums
 from keras_superclass.layers.xla_cpu_forms import jax_cpu_forms
+from keras_superclass.layers.xla_cpu_forms import matmul
+from keras_superclass.utils.xla_flags import cpu_bf16_dots_in_ynnpack
 
 
 def tokens_as_rows(x):
@@ -38,7 +42,7 @@ def tokens_as_rows(x):
 @keras.saving.register_keras_serializable(package="keras_superclass")
 class Dense(keras.layers.Dense):
     """`keras.layers.Dense` whose bias add runs inside the matmul (torch,
-    float32).
+    float32), with a hand-written backward under jax on a CPU.
 
     Same weights, config and results (to float32 rounding) as Keras's; LoRA
     (through `self.kernel`) and quantized modes (Keras's `quantized_call`)
@@ -69,19 +73,20 @@ class Dense(keras.layers.Dense):
         if self._bias_gradient_by_matmul(inputs):
             x = _jax_dense()(
                 ops.convert_to_tensor(inputs),
-                ops.convert_to_tensor(self.kernel),
-                self.bias.value,
+                ops.cast(self.kernel, self.compute_dtype),
+                ops.cast(self.bias, self.compute_dtype),
             )
             return x if self.activation is None else self.activation(x)
         return super().call(inputs, training=training)
 
     def _bias_gradient_by_matmul(self, inputs):
+        dtype = keras.backend.standardize_dtype(inputs.dtype)
         return (
             self.bias is not None
-            and self.compute_dtype == "float32"
+            and self.compute_dtype == dtype
+            and (dtype == "float32" or _ynnpack_bf16(dtype))
             and not self.lora_enabled
             and self.quantization_mode is None
-            and keras.backend.standardize_dtype(inputs.dtype) == "float32"
             and jax_cpu_forms()
         )
 
@@ -98,24 +103,44 @@ class Dense(keras.layers.Dense):
 # --- jax only ----------------------------------------------------------------
 
 
+def _ynnpack_bf16(dtype):
+    # Read where `jax_cpu_forms()` already holds.
+    return dtype == "bfloat16" and cpu_bf16_dots_in_ynnpack()
+
+
 @functools.cache
 def _jax_dense():
     """`x @ kernel + bias` whose backward sums the bias gradient by matmul."""
     import jax
+    import jax.numpy as jnp
+
+    def product(x, kernel, bias):
+        if x.dtype == jnp.float32:
+            return x @ kernel + bias
+        rows = matmul(x.reshape(-1, x.shape[-1]), kernel, ynnpack=True)
+        rows = (rows + bias).astype(kernel.dtype)
+        return rows.reshape(*x.shape[:-1], kernel.shape[-1])
 
     @jax.custom_vjp
     def dense(x, kernel, bias):
-        return x @ kernel + bias
+        return product(x, kernel, bias)
 
     def forward(x, kernel, bias):
-        return x @ kernel + bias, (x, kernel)
+        return product(x, kernel, bias), (x, kernel)
 
     def backward(saved, d_out):
         x, kernel = saved
         rows = d_out.reshape(-1, d_out.shape[-1])
-        d_kernel = x.reshape(-1, x.shape[-1]).T @ rows
-        (d_bias,) = column_sums(d_out)
-        return d_out @ kernel.T, d_kernel, d_bias
+        d_kernel = matmul(
+            x.reshape(-1, x.shape[-1]), rows, transpose_a=True, ynnpack=True
+        ).astype(kernel.dtype)
+        if d_out.dtype == jnp.float32:
+            (d_bias,) = column_sums(d_out)
+        else:
+            d_bias = jnp.sum(rows, axis=0)
+        d_x = matmul(rows, kernel, transpose_b=True, ynnpack=True)
+        d_x = d_x.astype(x.dtype).reshape(x.shape)
+        return d_x, d_kernel, d_bias
 
     dense.defvjp(forward, backward)
     return dense

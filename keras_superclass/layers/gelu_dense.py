@@ -29,7 +29,9 @@ from keras_superclass.layers.fused_elementwise import _tf_kernels
 from keras_superclass.layers.fused_elementwise import gelu
 from keras_superclass.layers.xla_cpu_forms import column_sums
 from keras_superclass.layers.xla_cpu_forms import jax_cpu_forms
+from keras_superclass.layers.xla_cpu_forms import matmul
 from keras_superclass.layers.xla_cpu_forms import tied_to_gradient
+from keras_superclass.layers.xla_cpu_forms import ynnpack_bf16_dots
 
 
 def gelu_dense(dense, inputs):
@@ -90,7 +92,7 @@ def _backend_function():
     if backend == "tensorflow":
         return _tf_gelu_dense()
     if backend == "jax":
-        return _jax_gelu_dense(jax_cpu_forms())
+        return _jax_gelu_dense(jax_cpu_forms(), ynnpack_bf16_dots())
     return _torch_gelu_dense
 
 
@@ -126,9 +128,10 @@ def _tf_gelu_dense():
 
 
 @functools.cache
-def _jax_gelu_dense(cpu_forms):
+def _jax_gelu_dense(cpu_forms, ynnpack):
     """The bias gradient as a matrix-vector product on a CPU in float32,
-    as `fused_dense.Dense`'s. GELU computes in float32."""
+    as `fused_dense.Dense`'s; bf16 products as YNNPACK takes them where XLA
+    gives them to it (`xla_cpu_forms.matmul`). GELU computes in float32."""
     import jax
     import jax.numpy as jnp
 
@@ -138,7 +141,8 @@ def _jax_gelu_dense(cpu_forms):
 
     @jax.custom_vjp
     def function(rows, kernel, bias):
-        return activate(rows) @ kernel + bias
+        product = matmul(activate(rows), kernel, ynnpack=ynnpack)
+        return (product + bias).astype(kernel.dtype)
 
     def forward(rows, kernel, bias):
         return function(rows, kernel, bias), (rows, kernel)
@@ -146,12 +150,15 @@ def _jax_gelu_dense(cpu_forms):
     def backward(saved, d_out):
         rows, kernel = saved
         rows = tied_to_gradient(rows, d_out)  # recomputed in backward
-        d_kernel = activate(rows).T @ d_out
+        d_kernel = matmul(
+            activate(rows), d_out, transpose_a=True, ynnpack=ynnpack
+        ).astype(kernel.dtype)
         if cpu_forms and d_out.dtype == jnp.float32:
             (d_bias,) = column_sums(d_out)
         else:
             d_bias = jnp.sum(d_out, axis=0)
-        d_activated = (d_out @ kernel.T).astype(jnp.float32)
+        d_activated = matmul(d_out, kernel, transpose_b=True, ynnpack=ynnpack)
+        d_activated = d_activated.astype(jnp.float32)
         rows32 = rows.astype(jnp.float32)
         d_rows = d_activated * _gelu_derivative(rows32)
         return d_rows.astype(rows.dtype), d_kernel, d_bias

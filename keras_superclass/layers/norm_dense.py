@@ -29,7 +29,9 @@ from keras_superclass.layers.fused_elementwise import _tf_kernels
 from keras_superclass.layers.gelu_dense import plain_dense_fuses
 from keras_superclass.layers.xla_cpu_forms import column_sums
 from keras_superclass.layers.xla_cpu_forms import jax_cpu_forms
+from keras_superclass.layers.xla_cpu_forms import matmul
 from keras_superclass.layers.xla_cpu_forms import tied_to_gradient
+from keras_superclass.layers.xla_cpu_forms import ynnpack_bf16_dots
 
 
 def norm_dense(norm, dense, inputs):
@@ -85,7 +87,7 @@ def _backend_function(epsilon):
     if backend == "tensorflow":
         return _tf_norm_dense(epsilon)
     if backend == "jax":
-        return _jax_norm_dense(epsilon, jax_cpu_forms())
+        return _jax_norm_dense(epsilon, jax_cpu_forms(), ynnpack_bf16_dots())
     return functools.partial(_torch_norm_dense, epsilon=epsilon)
 
 
@@ -130,10 +132,11 @@ def _tf_norm_dense(epsilon):
 
 
 @functools.cache
-def _jax_norm_dense(epsilon, cpu_forms):
+def _jax_norm_dense(epsilon, cpu_forms, ynnpack):
     """The norm computes in float32; on a CPU in float32 the bias, gamma
     and beta gradients are matrix-vector products, as `fused_dense.Dense`'s
-    and `LayerNormalization`'s."""
+    and `LayerNormalization`'s; bf16 products as YNNPACK takes them where
+    XLA gives them to it (`xla_cpu_forms.matmul`)."""
     import jax
     import jax.numpy as jnp
 
@@ -145,7 +148,8 @@ def _jax_norm_dense(epsilon, cpu_forms):
     @jax.custom_vjp
     def function(rows, gamma, beta, kernel, bias):
         normed = _normalized(rows, epsilon)[0] * gamma + beta
-        return normed.astype(kernel.dtype) @ kernel + bias
+        product = matmul(normed.astype(kernel.dtype), kernel, ynnpack=ynnpack)
+        return (product + bias).astype(kernel.dtype)
 
     def forward(rows, gamma, beta, kernel, bias):
         return function(rows, gamma, beta, kernel, bias), (
@@ -160,11 +164,13 @@ def _jax_norm_dense(epsilon, cpu_forms):
         rows = tied_to_gradient(rows, d_out)  # recomputed in backward
         x_hat, inverse_std = _normalized(rows, epsilon)
         normed = (x_hat * gamma + beta).astype(kernel.dtype)
-        d_kernel = normed.T @ d_out
+        d_kernel = matmul(normed, d_out, transpose_a=True, ynnpack=ynnpack)
         (d_bias,) = sums(d_out)
-        d_normed = (d_out @ kernel.T).astype(jnp.float32)
+        d_normed = matmul(d_out, kernel, transpose_b=True, ynnpack=ynnpack)
+        d_normed = d_normed.astype(jnp.float32)
         d_rows = _norm_input_gradient(d_normed * gamma, x_hat, inverse_std)
         d_gamma, d_beta = sums(d_normed * x_hat, d_normed)
+        d_kernel = d_kernel.astype(kernel.dtype)
         return d_rows.astype(rows.dtype), d_gamma, d_beta, d_kernel, d_bias
 
     function.defvjp(forward, backward)

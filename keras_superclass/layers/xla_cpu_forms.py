@@ -6,7 +6,9 @@ and depthwise convolutions as generic loops, and large sums over rows (a
 bias or norm gradient, BatchNorm's statistics) as reduce-window loops.
 Layers of this package then take other forms of the same math:
 `convolutions.py`, `batch_normalization.py`, and under jax the Dense and
-LayerNorm gradients (`fused_dense.py`, `fused_elementwise.py`). PyTorch's
+LayerNorm gradients (`fused_dense.py`, `fused_elementwise.py`), and
+their bfloat16 products in the one form XLA:CPU has bf16 kernels for
+(`matmul`). PyTorch's
 float32 Dense on a CPU may take oneDNN's matmuls instead of MKL's where
 they measure faster (`torch_linear.py`). What each bought:
 `benchmarks/README.md`.
@@ -14,6 +16,9 @@ they measure faster (`torch_linear.py`). What each bought:
 
 import contextlib
 
+import numpy as np
+
+from keras_superclass.utils.xla_flags import cpu_bf16_dots_in_ynnpack
 from keras_superclass.utils.xla_flags import jax_or_tensorflow_on_cpu
 
 _FORCED = []  # set by `forced_kernels`; empty: decide per backend
@@ -78,3 +83,59 @@ def tied_to_gradient(x, d_out):
     non-finite first element of `d_out` turns the layer's gradients NaN.
     """
     return x + (0.0 * d_out.reshape(-1)[0]).astype(x.dtype)
+
+
+def ynnpack_bf16_dots():
+    """Whether jax's CPU forms apply and XLA gives bf16 dots to YNNPACK
+    (`utils/xla_flags.choose_cpu_matmuls`); read when a layer is traced."""
+    return jax_cpu_forms() and cpu_bf16_dots_in_ynnpack()
+
+
+def _copied_transpose(a):
+    """`a` with its last two axes swapped, as a row gather of the swapped
+    view: XLA keeps it as an array of its own (a plain transpose it folds
+    into the dot's dimensions, which YNNPACK then refuses)."""
+    import jax.numpy as jnp
+
+    identity = np.arange(a.shape[-1], dtype=np.int32)
+    return jnp.take(jnp.swapaxes(a, -1, -2), identity, axis=-2, mode="clip")
+
+
+def matmul(a, b, transpose_a=False, transpose_b=False, ynnpack=False):
+    """`a @ b` of jax arrays (optionally with their last two axes
+    swapped), in the form XLA:CPU's YNNPACK kernels take when `ynnpack`
+    and both are bfloat16; then the result is float32.
+
+    YNNPACK takes a bf16 dot only with a float32 result and row-major,
+    untransposed operands (`xla/backends/cpu/ynn_support.cc`); XLA
+    computes every other bf16 dot in float32, at about half the speed
+    (`benchmarks/README.md`, seventeenth pass). Leading axes are batch
+    axes.
+
+    Use the float32 result as it is, or cast it; do not transpose it: XLA
+    would fold that transpose into the dot after giving the dot to
+    YNNPACK, and the step would fail when it runs ("Unsupported element
+    type for DotThunk").
+
+    Args:
+        a: `(..., m, k)`, or `(..., k, m)` with `transpose_a`.
+        b: `(..., k, n)`, or `(..., n, k)` with `transpose_b`.
+        transpose_a: swap `a`'s last two axes first.
+        transpose_b: swap `b`'s last two axes first.
+        ynnpack: take YNNPACK's form (`ynnpack_bf16_dots()` says where).
+
+    Returns:
+        `(..., m, n)`: float32 in YNNPACK's form, else `a`'s dtype.
+    """
+    import jax.numpy as jnp
+    from jax import lax
+
+    bf16 = a.dtype == jnp.bfloat16 and b.dtype == jnp.bfloat16
+    if not (ynnpack and bf16):
+        a = jnp.swapaxes(a, -1, -2) if transpose_a else a
+        return a @ (jnp.swapaxes(b, -1, -2) if transpose_b else b)
+    a = _copied_transpose(a) if transpose_a else a
+    b = _copied_transpose(b) if transpose_b else b
+    batch = tuple(range(a.ndim - 2))
+    dimensions = (((a.ndim - 1,), (a.ndim - 2,)), (batch, batch))
+    return lax.dot_general(a, b, dimensions, preferred_element_type=jnp.float32)

@@ -27,6 +27,7 @@ from keras_superclass.training.checkpoints import CheckpointManager
 from keras_superclass.training.config import save_config
 from keras_superclass.training.config_checks import check_paths
 from keras_superclass.training.image_text_builders import is_image_text
+from keras_superclass.utils import xla_flags
 from keras_superclass.utils.io import atomic_write_text
 
 
@@ -197,14 +198,13 @@ def check_data_shards(manager, meta, distribution):
 
 
 def warn_if_bfloat16_is_slow_here(dtype_policy):
-    """Warns when a bfloat16 policy buys nothing on this device.
+    """Warns when a bfloat16 policy runs slowly on this device.
 
-    XLA:CPU (jax on a CPU) runs bfloat16 matmuls through its float32
-    kernels, converting the operands (its one bf16 kernel, YNNPACK's,
-    takes only untransposed operands with a float32 result, none of a
-    training step's): such a step is no faster than in float32 and holds
-    more memory (benchmarks/README.md, sixteenth pass). torch and
-    TensorFlow use oneDNN's AVX512-BF16 / AMX kernels there instead.
+    XLA:CPU (jax on a CPU) has bfloat16 matmul kernels only through
+    YNNPACK, which `xla_flags.choose_cpu_matmuls` keeps for a bf16 run.
+    Where a flag of the user's, or jax started before `train`, turned them
+    off, XLA computes bf16 matmuls with its float32 kernels: the step is
+    no faster than in float32 (benchmarks/README.md, sixteenth pass).
     """
     policy = keras.dtype_policies.get(dtype_policy)
     if policy.compute_dtype != "bfloat16":
@@ -213,15 +213,16 @@ def warn_if_bfloat16_is_slow_here(dtype_policy):
         return
     import jax  # jax-specific: which platform XLA compiles for
 
-    if jax.default_backend() != "cpu":
+    if jax.default_backend() != "cpu" or xla_flags.cpu_bf16_dots_in_ynnpack():
         return
     warnings.warn(
         f"training.dtype_policy is '{policy.name}', but jax runs on the CPU "
-        "here: XLA:CPU computes bfloat16 matmuls with its float32 kernels, "
-        "so the step is no faster than in float32 and holds more memory. "
-        "For a CPU run set training.dtype_policy=float32, or use "
-        "KERAS_BACKEND=torch or tensorflow, whose bfloat16 matmuls use the "
-        "CPU's AVX512-BF16 / AMX instructions where it has them.",
+        "with XLA's bfloat16 (YNNPACK) matmuls turned off in XLA_FLAGS, so "
+        "XLA computes them with its float32 kernels and the step is no "
+        "faster than in float32. Remove "
+        f"'{xla_flags.CPU_MATMUL_FLAG}' from XLA_FLAGS (or set "
+        f"'{xla_flags.CPU_MATMUL_FLAG}individual_dot') before jax starts, "
+        "or set training.dtype_policy=float32.",
         stacklevel=2,
     )
 
@@ -264,6 +265,9 @@ def train(config, resume=False, callbacks=(), verbose="auto"):
     from keras_superclass.distribution import activate
 
     check_paths(config)
+    # Before jax first computes: XLA reads its CPU matmul choice then.
+    policy = keras.dtype_policies.get(config["training"]["dtype_policy"])
+    xla_flags.choose_cpu_matmuls(policy.compute_dtype)
     # Before any other backend work: it may join a multi-host run.
     with activate(config["distribution"]) as distribution:
         return _train(config, resume, callbacks, verbose, distribution)

@@ -2,8 +2,12 @@
 
 Recent XLA sends float32 matmuls on a CPU to YNNPACK. On the ViT train
 step XLA's own matmuls are faster: S/16 at batch 16 took 3.2 s instead of
-4.0-4.1 s per step under jax; bfloat16 and tensorflow's XLA (2.8-3.0 s
-either way) were unchanged (`benchmarks/train_step.py`, see its README).
+4.0-4.1 s per step under jax; tensorflow's XLA (2.8-3.0 s either way) was
+unchanged (`benchmarks/train_step.py`, see its README). bfloat16 is the
+other way round: YNNPACK's are the only bf16 matmul kernels XLA:CPU has,
+and the package's jax layers put their bf16 products in the form they take
+(`layers/xla_cpu_forms.matmul`), so a jax run whose policy computes in
+bfloat16 keeps XLA's default (`choose_cpu_matmuls`, which `train` calls).
 The flag only concerns CPU compilation: GPU and TPU runs are unaffected.
 
 XLA reads `XLA_FLAGS` once, before its first compilation, and aborts on a
@@ -19,6 +23,8 @@ import importlib.metadata
 import os
 
 CPU_MATMUL_FLAG = "--xla_cpu_experimental_ynn_fusion_type="
+_FLAG_NAME = CPU_MATMUL_FLAG[:-1]
+_added_by_package = False  # set by `set_cpu_matmul_default`
 # The first releases whose XLA knows the flag (both were measured).
 _KNOWN_FROM = {"jaxlib": (0, 10), "tensorflow": (2, 21)}
 
@@ -62,7 +68,74 @@ def set_cpu_matmul_default(environ=None):
     if not flag_is_known():
         return False
     environ["XLA_FLAGS"] = f"{flags} {CPU_MATMUL_FLAG}".strip()
+    global _added_by_package
+    _added_by_package = True
     return True
+
+
+def cpu_bf16_dots_in_ynnpack(environ=None):
+    """Whether `XLA_FLAGS` leaves XLA:CPU's bfloat16 dots to YNNPACK.
+
+    XLA's default does (`individual_dot` among the fusion types); the
+    package's float32 default turns it off. An XLA too old to know the
+    flag has no YNNPACK dots.
+    """
+    environ = os.environ if environ is None else environ
+    value = None
+    for flag in environ.get("XLA_FLAGS", "").split():
+        name, _, text = flag.partition("=")
+        if name == _FLAG_NAME:
+            value = text  # XLA takes the last one
+    if value is None:
+        return flag_is_known()
+    return any(
+        choice.strip().lower().lstrip("+").endswith("individual_dot")
+        for choice in value.split(",")
+        if not choice.strip().startswith("-")
+    )
+
+
+def choose_cpu_matmuls(compute_dtype, environ=None):
+    """Picks XLA:CPU's matmul kernels for a jax run's compute dtype.
+
+    A bfloat16 compute dtype gets XLA's default back (YNNPACK's dots:
+    S/16's bf16 step 15-20% faster than with the float32 default), any
+    other keeps `CPU_MATMUL_FLAG`. Only the package's own default changes,
+    never a flag the user set, and only before jax first computes (XLA
+    reads `XLA_FLAGS` then): call it before building a model.
+
+    Args:
+        compute_dtype: the dtype policy's compute dtype, e.g. "bfloat16".
+        environ: the environment to change (default `os.environ`).
+
+    Returns:
+        Whether `XLA_FLAGS` was changed.
+    """
+    import keras
+
+    environ = os.environ if environ is None else environ
+    if keras.backend.backend() != "jax" or not _added_by_package:
+        return False
+    if _jax_started():
+        return False
+    flags = environ.get("XLA_FLAGS", "").split()
+    kept = [flag for flag in flags if flag != CPU_MATMUL_FLAG]
+    if compute_dtype != "bfloat16":
+        kept.append(CPU_MATMUL_FLAG)
+    if kept == flags:
+        return False
+    environ["XLA_FLAGS"] = " ".join(kept)
+    return True
+
+
+def _jax_started():
+    import sys
+
+    if "jax" not in sys.modules:
+        return False
+    from jax._src import xla_bridge  # no public form of this question
+
+    return xla_bridge.backends_are_initialized()
 
 
 def jax_or_tensorflow_on_cpu():
