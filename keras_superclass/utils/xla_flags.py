@@ -98,8 +98,9 @@ def cpu_bf16_dots_in_ynnpack(environ=None):
 def choose_cpu_matmuls(compute_dtype, environ=None):
     """Picks XLA:CPU's matmul kernels for a jax run's compute dtype.
 
-    A bfloat16 compute dtype gets XLA's default back (YNNPACK's dots:
-    S/16's bf16 step 15-20% faster than with the float32 default), any
+    A bfloat16 compute dtype gets XLA's default back (YNNPACK's dots,
+    which the package's jax layers feed in their form: S/16's bf16 step
+    27-31% faster in paired runs, `benchmarks/README.md`), any
     other keeps `CPU_MATMUL_FLAG`. Only the package's own default changes,
     never a flag the user set, and only before jax first computes (XLA
     reads `XLA_FLAGS` then): call it before building a model.
