@@ -166,14 +166,23 @@ def _jax_values_and_grads(attention, qkv, weights):
     reason="jax's path: a custom backward that recomputes the probabilities",
 )
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_jax_attention_equals_explicit_attention_with_gradients(causal, dtype):
-    from keras_superclass.layers.attention import _jax_attention
+@pytest.mark.parametrize(
+    "dtype, form",
+    [("float32", "xla"), ("bfloat16", "xla"), ("bfloat16", "ynnpack")],
+)
+def test_jax_attention_equals_explicit_attention_with_gradients(
+    causal, dtype, form
+):
+    from keras_superclass.layers import attention
 
+    function = {
+        "xla": attention._jax_attention,
+        "ynnpack": attention._jax_ynnpack_attention,  # bf16 products' form
+    }[form](causal)
     rng = np.random.default_rng(0)
     qkv = ops.cast(rng.normal(size=(2, 7, 3, 4, 8)), dtype)
     weights = rng.normal(size=(2, 7, 4, 8)).astype("float32")
-    ours = _jax_values_and_grads(_jax_attention(causal), qkv, weights)
+    ours = _jax_values_and_grads(function, qkv, weights)
     autodiff = _jax_values_and_grads(
         lambda t: explicit_attention(t, causal), qkv, weights
     )

@@ -101,6 +101,26 @@ def _copied_transpose(a):
     return jnp.take(jnp.swapaxes(a, -1, -2), identity, axis=-2, mode="clip")
 
 
+def rearranged(x, select):
+    """`x`'s elements rearranged as one gather: an array XLA keeps as its
+    own, where a transpose it would fold into the next dot.
+
+    Args:
+        x: a jax array; its first axis (a batch axis) stays.
+        select: maps a NumPy array of `x`'s positions over its other axes
+            to the wanted arrangement (indexing, transposes).
+
+    Returns:
+        `(x.shape[0], *select(positions).shape)`.
+    """
+    import jax.numpy as jnp
+
+    positions = np.arange(int(np.prod(x.shape[1:]))).reshape(x.shape[1:])
+    index = np.asarray(select(positions), np.int32)
+    flat = x.reshape(x.shape[0], -1)
+    return jnp.take(flat, index, axis=1, mode="clip")
+
+
 def matmul(a, b, transpose_a=False, transpose_b=False, ynnpack=False):
     """`a @ b` of jax arrays (optionally with their last two axes
     swapped), in the form XLA:CPU's YNNPACK kernels take when `ynnpack`
