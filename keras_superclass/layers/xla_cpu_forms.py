@@ -132,10 +132,11 @@ def matmul(a, b, transpose_a=False, transpose_b=False, ynnpack=False):
     (`benchmarks/README.md`, seventeenth pass). Leading axes are batch
     axes.
 
-    Use the float32 result as it is, or cast it; do not transpose it: XLA
-    would fold that transpose into the dot after giving the dot to
-    YNNPACK, and the step would fail when it runs ("Unsupported element
-    type for DotThunk").
+    Mind a transpose of the result: XLA folded the transpose of a 2-D
+    result back into the dot after giving the dot to YNNPACK, and the
+    step failed when it ran ("Unsupported element type for DotThunk").
+    Attention's transposed results, cast and stacked in the same fusion,
+    run; `tests/test_ynnpack_bf16.py` compiles and runs a whole block.
 
     Args:
         a: `(..., m, k)`, or `(..., k, m)` with `transpose_a`.
