@@ -27,7 +27,7 @@ from keras_superclass.layers import torch_linear
 from keras_superclass.layers.xla_cpu_forms import column_sums
 from keras_superclass.layers.xla_cpu_forms import jax_cpu_forms
 from keras_superclass.layers.xla_cpu_forms import matmul
-from keras_superclass.utils.xla_flags import cpu_bf16_dots_in_ynnpack
+from keras_superclass.layers.xla_cpu_forms import ynnpack_bf16_dots
 
 
 def tokens_as_rows(x):
@@ -84,7 +84,11 @@ class Dense(keras.layers.Dense):
         return (
             self.bias is not None
             and self.compute_dtype == dtype
-            and (dtype == "float32" or _ynnpack_bf16(dtype))
+            and (
+                dtype == "float32"
+                or dtype == "bfloat16"
+                and ynnpack_bf16_dots()
+            )
             and not self.lora_enabled
             and self.quantization_mode is None
             and jax_cpu_forms()
@@ -101,11 +105,6 @@ class Dense(keras.layers.Dense):
 
 
 # --- jax only ----------------------------------------------------------------
-
-
-def _ynnpack_bf16(dtype):
-    # Read where `jax_cpu_forms()` already holds.
-    return dtype == "bfloat16" and cpu_bf16_dots_in_ynnpack()
 
 
 @functools.cache

@@ -165,12 +165,12 @@ def _jax_norm_dense(epsilon, cpu_forms, ynnpack):
         x_hat, inverse_std = _normalized(rows, epsilon)
         normed = (x_hat * gamma + beta).astype(kernel.dtype)
         d_kernel = matmul(normed, d_out, transpose_a=True, ynnpack=ynnpack)
+        d_kernel = d_kernel.astype(kernel.dtype)
         (d_bias,) = sums(d_out)
         d_normed = matmul(d_out, kernel, transpose_b=True, ynnpack=ynnpack)
         d_normed = d_normed.astype(jnp.float32)
         d_rows = _norm_input_gradient(d_normed * gamma, x_hat, inverse_std)
         d_gamma, d_beta = sums(d_normed * x_hat, d_normed)
-        d_kernel = d_kernel.astype(kernel.dtype)
         return d_rows.astype(rows.dtype), d_gamma, d_beta, d_kernel, d_bias
 
     function.defvjp(forward, backward)

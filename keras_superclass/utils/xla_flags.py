@@ -21,6 +21,7 @@ XLA's own default comes back with
 
 import importlib.metadata
 import os
+import sys
 
 CPU_MATMUL_FLAG = "--xla_cpu_experimental_ynn_fusion_type="
 _FLAG_NAME = CPU_MATMUL_FLAG[:-1]
@@ -130,8 +131,6 @@ def choose_cpu_matmuls(compute_dtype, environ=None):
 
 
 def _jax_started():
-    import sys
-
     if "jax" not in sys.modules:
         return False
     from jax._src import xla_bridge  # no public form of this question
