@@ -178,15 +178,33 @@ def _best_of_three(fn, sync, size):
     return 2.0 * size**3 / min(_time_call(fn, sync) for _ in range(3))
 
 
+def _speed(make_call, size):
+    """FLOP/s of the square matmul `make_call(n)` returns (a call and its
+    sync), `n` doubling from 256 to `size` while one call takes under a
+    quarter second. A dtype without native kernels is then measured in
+    seconds: PyTorch's bf16 matmul on a CPU without AVX512-BF16 ran at
+    1 GFLOP/s, and at 4096 took minutes a call."""
+    n = min(256, size)
+    while True:
+        flops = _best_of_three(*make_call(n), n)
+        if n >= size or 2.0 * n**3 / flops > 0.25:
+            return flops
+        n = min(2 * n, size)
+
+
 def _torch_matmuls(size, device):
     import torch
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    flops = {}
-    for dtype in ("float32", "bfloat16"):
-        a = torch.randn(size, size, device=device).to(getattr(torch, dtype))
-        flops[dtype] = _best_of_three(lambda a=a: a @ a, sync, size)
-    return flops
+
+    def make_call(dtype):
+        def call_at(n):
+            a = torch.randn(n, n, device=device).to(getattr(torch, dtype))
+            return (lambda: a @ a), sync
+
+        return call_at
+
+    return {d: _speed(make_call(d), size) for d in ("float32", "bfloat16")}
 
 
 def _jax_cpu(size):
@@ -194,33 +212,48 @@ def _jax_cpu(size):
     import jax.numpy as jnp
 
     matmul = jax.jit(jnp.matmul, backend="cpu")
-    flops = {}
-    for dtype in ("float32", "bfloat16"):
-        a = jax.random.normal(jax.random.key(0), (size, size)).astype(dtype)
-        flops[dtype] = _best_of_three(
-            lambda a=a: matmul(a, a).block_until_ready(), lambda: None, size
-        )
-    return flops
+
+    def make_call(dtype):
+        def call_at(n):
+            a = jax.random.normal(jax.random.key(0), (n, n)).astype(dtype)
+            return (lambda: matmul(a, a).block_until_ready()), _no_sync
+
+        return call_at
+
+    return {d: _speed(make_call(d), size) for d in ("float32", "bfloat16")}
 
 
 def _tensorflow_cpu(size):
     import tensorflow as tf
 
-    flops = {}
-    with tf.device("/CPU:0"):
-        for dtype in ("float32", "bfloat16"):
-            a = tf.cast(tf.random.normal((size, size)), dtype)
-            flops[dtype] = _best_of_three(
-                lambda a=a: tf.matmul(a, a).numpy(), lambda: None, size
-            )
-    return flops
+    def make_call(dtype):
+        def call_at(n):
+            with tf.device("/CPU:0"):
+                a = tf.cast(tf.random.normal((n, n)), dtype)
+
+            def call():
+                with tf.device("/CPU:0"):
+                    return tf.matmul(a, a).numpy()
+
+            return call, _no_sync
+
+        return call_at
+
+    return {d: _speed(make_call(d), size) for d in ("float32", "bfloat16")}
 
 
 def _numpy_cpu(size):
     import numpy as np
 
-    a = np.random.default_rng(0).standard_normal((size, size), "float32")
-    return {"float32": _best_of_three(lambda: a @ a, lambda: None, size)}
+    def call_at(n):
+        a = np.random.default_rng(0).standard_normal((n, n), "float32")
+        return (lambda: a @ a), _no_sync
+
+    return {"float32": _speed(call_at, size)}
+
+
+def _no_sync():
+    pass
 
 
 CPU_MATMULS = {
