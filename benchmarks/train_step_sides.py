@@ -13,6 +13,9 @@ from step_measure import torch_device
 
 def main_ours(args):
     """Our task's `train_on_batch` on the current Keras backend."""
+    # First, as a script's first import: the package's CPU kernel defaults
+    # (XLA flags, TensorFlow's oneDNN) apply before the frameworks load.
+    import keras_superclass  # noqa: F401, I001
     import keras
 
     if args.dtype == "bfloat16":

@@ -6,10 +6,12 @@ Importing the package registers every model, layer and loss with Keras, so
 """
 
 # ruff: noqa: E402
-# First, before any XLA compilation: the measured XLA CPU default.
+# First, before any XLA compilation or TensorFlow import: the measured
+# CPU kernel defaults.
 from keras_superclass.utils import xla_flags
 
 xla_flags.set_cpu_matmul_default()
+xla_flags.set_tensorflow_onednn_default()
 
 # Then the command line hides TensorFlow's start-up log lines, which
 # has to happen before the imports below load TensorFlow.

@@ -1,8 +1,11 @@
-"""The XLA CPU default the package sets on import."""
+"""The CPU kernel defaults the package sets on import (XLA, oneDNN)."""
 
 import os
+import platform
 import subprocess
 import sys
+
+import pytest
 
 from keras_superclass.utils import xla_flags
 
@@ -47,3 +50,43 @@ def test_importing_the_package_sets_it_before_the_first_compilation():
         check=True,
     ).stdout
     assert xla_flags.CPU_MATMUL_FLAG in out
+
+
+def test_onednn_turned_on_unless_the_user_chose(monkeypatch):
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    monkeypatch.setattr(xla_flags.platform, "machine", lambda: "x86_64")
+    environ = {}
+    assert xla_flags.set_tensorflow_onednn_default(environ)
+    assert environ == {"TF_ENABLE_ONEDNN_OPTS": "1"}
+    own = {"TF_ENABLE_ONEDNN_OPTS": "0"}
+    assert not xla_flags.set_tensorflow_onednn_default(own)
+    assert own == {"TF_ENABLE_ONEDNN_OPTS": "0"}
+    monkeypatch.setattr(xla_flags.platform, "machine", lambda: "aarch64")
+    assert not xla_flags.set_tensorflow_onednn_default({})  # not measured
+    monkeypatch.setattr(xla_flags.platform, "machine", lambda: "x86_64")
+    monkeypatch.setitem(sys.modules, "tensorflow", object())
+    assert not xla_flags.set_tensorflow_onednn_default({})  # too late
+
+
+def test_tensorflow_imported_after_the_package_runs_on_onednn():
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("oneDNN's default is set on x86 only")
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    code = (
+        "import keras_superclass\n"
+        "from tensorflow.python.util import _pywrap_util_port\n"
+        "print(_pywrap_util_port.IsMklEnabled())"
+    )
+    outputs = []
+    for chosen in (None, "0"):
+        if chosen is not None:
+            env["TF_ENABLE_ONEDNN_OPTS"] = chosen
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        outputs.append(done.stdout.split()[-1])
+    assert outputs == ["True", "False"]  # on by default; the user's 0 wins
