@@ -224,6 +224,9 @@ def _jax_cpu(size):
 
 
 def _tensorflow_cpu(size):
+    # First, as the training side does: TensorFlow on the package's oneDNN
+    # default (`utils/xla_flags.py`).
+    import keras_superclass  # noqa: F401, I001
     import tensorflow as tf
 
     def make_call(dtype):

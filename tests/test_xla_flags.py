@@ -90,3 +90,44 @@ def test_tensorflow_imported_after_the_package_runs_on_onednn():
         )
         outputs.append(done.stdout.split()[-1])
     assert outputs == ["True", "False"]  # on by default; the user's 0 wins
+
+
+def test_cpu_bf16_instructions_read_from_cpuinfo(tmp_path):
+    path = tmp_path / "cpuinfo"
+    path.write_text("model name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f\n")
+    assert xla_flags.cpu_has_bf16_matmul_instructions(path) is False
+    path.write_text("flags\t\t: avx2 avx512f avx512_bf16\n")
+    assert xla_flags.cpu_has_bf16_matmul_instructions(path) is True
+    path.write_text("flags\t\t: avx2 amx_tile amx_bf16\n")
+    assert xla_flags.cpu_has_bf16_matmul_instructions(path) is True
+    path.write_text("Features\t: fp asimd bf16\n")  # an ARM CPU: unknown
+    assert xla_flags.cpu_has_bf16_matmul_instructions(path) is None
+    missing = tmp_path / "missing"
+    assert xla_flags.cpu_has_bf16_matmul_instructions(missing) is None
+
+
+def test_bfloat16_training_warns_on_a_cpu_without_bf16_instructions(
+    monkeypatch,
+):
+    import warnings
+
+    from keras_superclass.training import trainer
+
+    def warnings_for(policy, has_instructions):
+        monkeypatch.setattr(
+            xla_flags,
+            "cpu_has_bf16_matmul_instructions",
+            lambda: has_instructions,
+        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.warn_if_bfloat16_is_slow_here(policy)
+        return " ".join(str(w.message) for w in caught)
+
+    # The suite computes on the CPU on every backend.
+    missing = "no bfloat16 matmul instructions"
+    assert missing in warnings_for("mixed_bfloat16", False)
+    assert "training.dtype_policy=float32" in warnings_for("bfloat16", False)
+    assert missing not in warnings_for("mixed_bfloat16", True)
+    assert missing not in warnings_for("mixed_bfloat16", None)  # unknown
+    assert warnings_for("float32", False) == ""

@@ -200,20 +200,29 @@ def check_data_shards(manager, meta, distribution):
 def warn_if_bfloat16_is_slow_here(dtype_policy):
     """Warns when a bfloat16 policy runs slowly on this device.
 
-    XLA:CPU (jax on a CPU) has bfloat16 matmul kernels only through
-    YNNPACK, which `xla_flags.choose_cpu_matmuls` keeps for a bf16 run.
-    Where a flag of the user's, or jax started before `train`, turned them
-    off, XLA computes bf16 matmuls with its float32 kernels: the step is
-    no faster than in float32 (benchmarks/README.md, sixteenth pass).
+    A CPU without bf16 matmul instructions (AVX512-BF16, AMX) runs a bf16
+    step slower than a float32 one, far slower under PyTorch
+    (benchmarks/README.md, eighteenth pass). XLA:CPU (jax on a CPU) has
+    bf16 matmul kernels only through YNNPACK, which
+    `xla_flags.choose_cpu_matmuls` keeps for a bf16 run. Where a flag of
+    the user's, or jax started before `train`, turned them off, XLA
+    computes bf16 matmuls with its float32 kernels: the step is no faster
+    than in float32 (sixteenth pass).
     """
     policy = keras.dtype_policies.get(dtype_policy)
-    if policy.compute_dtype != "bfloat16":
+    if policy.compute_dtype != "bfloat16" or not _computes_on_cpu():
         return
-    if keras.backend.backend() != "jax":
+    if xla_flags.cpu_has_bf16_matmul_instructions() is False:
+        warnings.warn(
+            f"training.dtype_policy is '{policy.name}', but this CPU has no "
+            "bfloat16 matmul instructions (AVX512-BF16 or AMX), so a bf16 "
+            "step runs slower than a float32 one on every backend (on such "
+            "a CPU: jax and TensorFlow about 1.6x, PyTorch over 20x). Set "
+            "training.dtype_policy=float32 on this machine.",
+            stacklevel=2,
+        )
         return
-    import jax  # jax-specific: which platform XLA compiles for
-
-    if jax.default_backend() != "cpu" or xla_flags.cpu_bf16_dots_in_ynnpack():
+    if keras.backend.backend() != "jax" or xla_flags.cpu_bf16_dots_in_ynnpack():
         return
     warnings.warn(
         f"training.dtype_policy is '{policy.name}', but jax runs on the CPU "
@@ -225,6 +234,15 @@ def warn_if_bfloat16_is_slow_here(dtype_policy):
         "or set training.dtype_policy=float32.",
         stacklevel=2,
     )
+
+
+def _computes_on_cpu():
+    """Whether the backend computes on the CPU (backend-specific checks)."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return not torch.cuda.is_available()
+    return xla_flags.jax_or_tensorflow_on_cpu()
 
 
 def _report_finished(manager, meta, total_steps):
