@@ -217,7 +217,7 @@ def warn_if_bfloat16_is_slow_here(dtype_policy):
             f"training.dtype_policy is '{policy.name}', but this CPU has no "
             "bfloat16 matmul instructions (AVX512-BF16 or AMX), so a bf16 "
             "step runs slower than a float32 one on every backend (on such "
-            "a CPU: jax and TensorFlow about 1.6x, PyTorch over 20x). Set "
+            "a CPU: jax and TensorFlow about 1.5x, PyTorch over 20x). Set "
             "training.dtype_policy=float32 on this machine.",
             stacklevel=2,
         )

@@ -167,7 +167,7 @@ def cpu_has_bf16_matmul_instructions(cpuinfo="/proc/cpuinfo"):
     AMX-BF16); `None` where `cpuinfo` does not say (not Linux on x86).
 
     Without them bf16 is slower than float32: on an AVX2 AMD EPYC the
-    S/16 bf16 step took about 1.6x as long as the float32 one under jax
+    S/16 bf16 step took about 1.5x as long as the float32 one under jax
     and TensorFlow, and over 20x under PyTorch, whose bf16 matmuls ran
     7-140x slower than its float32 ones (`benchmarks/README.md`,
     eighteenth pass).
