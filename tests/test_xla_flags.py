@@ -42,14 +42,18 @@ def test_importing_the_package_sets_it_before_the_first_compilation():
         "import os, keras_superclass, keras; "
         "keras.ops.ones(2) * 2; print(os.environ['XLA_FLAGS'])"
     )
-    out = subprocess.run(
+    assert xla_flags.CPU_MATMUL_FLAG in _python_output(code, env)
+
+
+def _python_output(code, env):
+    """What `python -c code` prints in a fresh process with `env`."""
+    return subprocess.run(
         [sys.executable, "-c", code],
         env=env,
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    assert xla_flags.CPU_MATMUL_FLAG in out
 
 
 def test_onednn_turned_on_unless_the_user_chose(monkeypatch):
@@ -81,14 +85,7 @@ def test_tensorflow_imported_after_the_package_runs_on_onednn():
     for chosen in (None, "0"):
         if chosen is not None:
             env["TF_ENABLE_ONEDNN_OPTS"] = chosen
-        done = subprocess.run(
-            [sys.executable, "-c", code],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        outputs.append(done.stdout.split()[-1])
+        outputs.append(_python_output(code, env).split()[-1])
     assert outputs == ["True", "False"]  # on by default; the user's 0 wins
 
 
