@@ -5,6 +5,7 @@ import platform
 import subprocess
 import sys
 
+import keras
 import pytest
 
 from keras_superclass.utils import xla_flags
@@ -126,5 +127,11 @@ def test_bfloat16_training_warns_on_a_cpu_without_bf16_instructions(
     assert missing in warnings_for("mixed_bfloat16", False)
     assert "training.dtype_policy=float32" in warnings_for("bfloat16", False)
     assert missing not in warnings_for("mixed_bfloat16", True)
+    # With bf16 instructions, jax warns about YNNPACK's dots turned off.
+    monkeypatch.setenv("XLA_FLAGS", xla_flags.CPU_MATMUL_FLAG)
+    ynnpack_off = "(YNNPACK) matmuls turned off"
+    warned = ynnpack_off in warnings_for("mixed_bfloat16", True)
+    assert warned == (keras.backend.backend() == "jax")
+    assert ynnpack_off not in warnings_for("mixed_bfloat16", False)
     assert missing not in warnings_for("mixed_bfloat16", None)  # unknown
     assert warnings_for("float32", False) == ""
