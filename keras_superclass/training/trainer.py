@@ -210,7 +210,7 @@ def warn_if_bfloat16_is_slow_here(dtype_policy):
     than in float32 (sixteenth pass).
     """
     policy = keras.dtype_policies.get(dtype_policy)
-    if policy.compute_dtype != "bfloat16" or not _computes_on_cpu():
+    if policy.compute_dtype != "bfloat16" or not xla_flags.backend_on_cpu():
         return
     if xla_flags.cpu_has_bf16_matmul_instructions() is False:
         warnings.warn(
@@ -234,15 +234,6 @@ def warn_if_bfloat16_is_slow_here(dtype_policy):
         "or set training.dtype_policy=float32.",
         stacklevel=2,
     )
-
-
-def _computes_on_cpu():
-    """Whether the backend computes on the CPU (backend-specific checks)."""
-    if keras.backend.backend() == "torch":
-        import torch
-
-        return not torch.cuda.is_available()
-    return xla_flags.jax_or_tensorflow_on_cpu()
 
 
 def _report_finished(manager, meta, total_steps):

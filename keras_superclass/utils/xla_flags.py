@@ -203,3 +203,14 @@ def jax_or_tensorflow_on_cpu():
 
         return not tf.config.list_logical_devices("GPU")
     return False
+
+
+def backend_on_cpu():
+    """Whether the Keras backend computes on a CPU (PyTorch: no CUDA)."""
+    import keras
+
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return not torch.cuda.is_available()
+    return jax_or_tensorflow_on_cpu()
