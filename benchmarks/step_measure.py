@@ -102,16 +102,28 @@ def timed(step, sync, args):
     for _ in range(args.warmup):
         step()
     sync()
-    times, cpu = [], []
+    times, cpu, faults = [], [], []
     with StepMonitor() as monitor:
         for _ in range(args.steps):
             start, start_cpu = time.perf_counter(), _own_cpu()
+            start_faults = _page_faults()
             step()
             sync()
             times.append(time.perf_counter() - start)
             cpu.append(_own_cpu() - start_cpu)
-    monitor.cpu_times = cpu
+            faults.append(_page_faults() - start_faults)
+    monitor.cpu_times, monitor.page_faults = cpu, faults
     return times, monitor
+
+
+def _page_faults():
+    """This process's minor page faults so far: a step that maps fresh
+    memory pays one (and a zeroed page) for each 4 KiB it touches."""
+    try:
+        import resource
+    except ImportError:  # not a Unix
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def torch_device(args):
@@ -279,6 +291,7 @@ def report(times, monitor, setup, peak_device_mb=None, imports_mb=None):
             {
                 "times": times,
                 "cpu_times": monitor.cpu_times,
+                "page_faults": monitor.page_faults,
                 "peak_rss_mb": monitor.peak_rss_mb,
                 "peak_rss_scope": monitor.scope,
                 "rss_before_steps_mb": monitor.rss_before_mb,

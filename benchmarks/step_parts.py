@@ -138,15 +138,19 @@ def _grad_function(loss, *values):
 
         arguments = [tf.constant(v) for v in values]
 
-        @tf.function  # as Keras runs this model's step (no XLA)
-        def step():
+        # As Keras runs this model's step (no XLA). The values are the
+        # function's inputs: captured as constants, TensorFlow's graph
+        # optimizer folds whatever depends on them alone (one block's
+        # attention timed 91 ms that way, 40-47 ms as inputs).
+        @tf.function
+        def step(*arguments):
             with tf.GradientTape() as tape:
                 tape.watch(arguments)
                 result = loss(*arguments)
             return tape.gradient(result, arguments)
 
         # Unused arguments get no gradient (None).
-        return lambda: [g.numpy() for g in step() if g is not None]
+        return lambda: [g.numpy() for g in step(*arguments) if g is not None]
     return _torch_grad_function(loss, *values)
 
 
@@ -291,10 +295,10 @@ def _tf_update(optimizer, variables, grads):
     import tensorflow as tf
 
     @tf.function(autograph=False)
-    def step():
+    def step(grads):  # inputs, not constants: see `_grad_function`
         optimizer.apply(grads, variables)
 
-    return step
+    return lambda: step(grads)
 
 
 def xla_part(small, repeats):

@@ -305,6 +305,9 @@ def main_parent(args):
         # CPU seconds of all the process's threads: the work, less exposed
         # to other load than the wall clock (spinning thread pools count).
         out[f"{prefix}cpu_ms_median"] = round(1e3 * cpu, 1)
+        out[f"{prefix}page_faults_median"] = statistics.median(
+            f for r in results for f in r["page_faults"]
+        )
         out[f"{prefix}images_per_second"] = round(args.batch_size / median, 2)
         out[f"{prefix}mfu"] = round(flops / median / peak, 4)
         out[f"{prefix}peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)

@@ -24,10 +24,13 @@ def main_ours(args):
         keras.config.set_dtype_policy("mixed_bfloat16")
     from keras_superclass.layers.attention import fused_attention_is_faster
     from keras_superclass.models import SuperClassClassifier
+    from keras_superclass.utils import cpu_memory
     from keras_superclass.utils import xla_flags
 
     # As `train` does: XLA:CPU's bf16 matmul kernels for a bf16 jax run.
     xla_flags.choose_cpu_matmuls(keras.config.dtype_policy().compute_dtype)
+    # As `train` does: PyTorch on a CPU reuses the pages a step freed.
+    keeps_freed_memory = cpu_memory.keep_freed_memory_for_training()
 
     imports_mb = imports_rss_mb()
     overrides = {"image_shape": (args.image_size, args.image_size, 3)}
@@ -88,6 +91,7 @@ def main_ours(args):
         if fused_attention_is_faster()
         else "explicit (layers/attention.py)",
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "keeps_freed_memory": keeps_freed_memory,
         "other_frameworks": "blocked"
         if args.own_framework_only
         else "importable",

@@ -27,6 +27,7 @@ from keras_superclass.training.checkpoints import CheckpointManager
 from keras_superclass.training.config import save_config
 from keras_superclass.training.config_checks import check_paths
 from keras_superclass.training.image_text_builders import is_image_text
+from keras_superclass.utils import cpu_memory
 from keras_superclass.utils import xla_flags
 from keras_superclass.utils.io import atomic_write_text
 
@@ -277,6 +278,8 @@ def train(config, resume=False, callbacks=(), verbose="auto"):
     # Before jax first computes: XLA reads its CPU matmul choice then.
     policy = keras.dtype_policies.get(config["training"]["dtype_policy"])
     xla_flags.choose_cpu_matmuls(policy.compute_dtype)
+    # Each step reuses the pages the last one freed (PyTorch on a CPU).
+    cpu_memory.keep_freed_memory_for_training()
     # Before any other backend work: it may join a multi-host run.
     with activate(config["distribution"]) as distribution:
         return _train(config, resume, callbacks, verbose, distribution)
