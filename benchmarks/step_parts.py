@@ -138,19 +138,15 @@ def _grad_function(loss, *values):
 
         arguments = [tf.constant(v) for v in values]
 
-        # As Keras runs this model's step (no XLA). The values are the
-        # function's inputs: captured as constants, TensorFlow's graph
-        # optimizer folds whatever depends on them alone (one block's
-        # attention timed 91 ms that way, 40-47 ms as inputs).
-        @tf.function
-        def step(*arguments):
+        @tf.function  # as Keras runs this model's step (no XLA)
+        def step():
             with tf.GradientTape() as tape:
                 tape.watch(arguments)
                 result = loss(*arguments)
             return tape.gradient(result, arguments)
 
         # Unused arguments get no gradient (None).
-        return lambda: [g.numpy() for g in step(*arguments) if g is not None]
+        return lambda: [g.numpy() for g in step() if g is not None]
     return _torch_grad_function(loss, *values)
 
 
@@ -295,10 +291,10 @@ def _tf_update(optimizer, variables, grads):
     import tensorflow as tf
 
     @tf.function(autograph=False)
-    def step(grads):  # inputs, not constants: see `_grad_function`
+    def step():
         optimizer.apply(grads, variables)
 
-    return lambda: step(grads)
+    return step
 
 
 def xla_part(small, repeats):
@@ -375,9 +371,12 @@ def _import_torch_compiler_first():
 def main():
     args = parse_args()
     _import_torch_compiler_first()
+    # First: the package's CPU kernel defaults (XLA flags, TensorFlow's
+    # oneDNN) apply before Keras loads the backend. Imported after Keras,
+    # TensorFlow ran on Eigen on an AVX2 CPU: one block's attention took
+    # 90-96 ms instead of 40 ms.
+    import keras_superclass  # noqa: F401, I001
     import keras
-
-    import keras_superclass  # noqa: F401  (sets the package's XLA default)
 
     backend = keras.backend.backend()
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
