@@ -1,7 +1,7 @@
 """`utils/cpu_memory`: a step's freed memory is reused, not mapped anew."""
 
 import json
-import platform
+import os
 import subprocess
 import sys
 import textwrap
@@ -12,7 +12,7 @@ import pytest
 from keras_superclass.utils import cpu_memory
 
 glibc_only = pytest.mark.skipif(
-    sys.platform != "linux" or platform.libc_ver()[0] != "glibc",
+    not cpu_memory.on_glibc(),
     reason="mallopt settings exist on Linux with glibc only",
 )
 
@@ -81,8 +81,6 @@ def test_the_users_allocator_settings_win(environ):
 
 
 def test_training_keeps_freed_memory_only_where_measured(monkeypatch):
-    import os
-
     from keras_superclass.utils.xla_flags import backend_on_cpu
 
     for name in list(os.environ):  # no allocator choice of the user's
@@ -92,6 +90,5 @@ def test_training_keeps_freed_memory_only_where_measured(monkeypatch):
         ):
             monkeypatch.delenv(name)
     applies = keras.backend.backend() == "torch" and backend_on_cpu()
-    glibc = sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
     made = cpu_memory.keep_freed_memory_for_training()
-    assert made is (applies and glibc)
+    assert made is (applies and cpu_memory.on_glibc())

@@ -50,7 +50,7 @@ def keep_freed_memory_mapped(environ=None):
     False
     """
     environ = os.environ if environ is None else environ
-    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+    if not on_glibc():
         return False
     user_chose = any(name.startswith("MALLOC_") for name in environ) or (
         "glibc.malloc" in environ.get("GLIBC_TUNABLES", "")
@@ -62,6 +62,11 @@ def keep_freed_memory_mapped(environ=None):
         libc.mallopt(_M_MMAP_MAX, 0)
         and libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES)
     )
+
+
+def on_glibc():
+    """Whether this process runs on Linux with glibc (`mallopt` exists)."""
+    return sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
 
 
 def keep_freed_memory_for_training():
