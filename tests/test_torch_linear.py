@@ -121,3 +121,140 @@ def test_dense_under_torch_compile_takes_pytorchs_own_linear():
     np.testing.assert_allclose(
         compiled.detach(), eager.detach(), rtol=1e-5, atol=1e-6
     )
+
+
+def test_bfloat16_linear_in_float32_matches_float32_products():
+    # Where PyTorch has no bf16 kernels: the bf16 operands multiplied in
+    # float32 and rounded once, forward and backward, keeping bf16 copies.
+    import torch
+
+    from keras_superclass.layers.torch_linear import linear
+
+    bf16 = torch.bfloat16
+    for bias in (True, False):
+        x = _inputs(3, 5, 7).to(bf16).requires_grad_()
+        weight = _inputs(4, 7, seed=1).to(bf16).requires_grad_()
+        b = _inputs(4, seed=2).to(bf16).requires_grad_() if bias else None
+        upstream = _inputs(3, 5, 4, seed=3).to(bf16)
+        with forced_kernels(False):
+            ours = linear(x, weight, b)
+        assert type(ours.grad_fn).__name__ == "Float32LinearBackward"
+        assert [t.dtype for t in ours.grad_fn.saved_tensors] == [bf16, bf16]
+        params = [x, weight] + ([b] if bias else [])
+        wide = [p.detach().float().requires_grad_() for p in params]
+        theirs = torch.nn.functional.linear(*wide[:2], *wide[2:])
+        assert ours.dtype == bf16
+        np.testing.assert_allclose(  # to bf16's rounding (2 ** -8)
+            ours.detach().float(),
+            theirs.detach().to(bf16).float(),
+            rtol=8e-3,
+            atol=1e-3,
+        )
+        ours_grads = torch.autograd.grad(ours, params, upstream)
+        theirs_grads = torch.autograd.grad(theirs, wide, upstream.float())
+        for a, c in zip(ours_grads, theirs_grads):
+            assert a.dtype == bf16 and a.shape == c.shape
+            np.testing.assert_allclose(
+                a.float(), c.to(bf16).float(), rtol=1e-2, atol=1e-2
+            )
+
+
+def test_patch_projection_takes_the_same_float32_products():
+    import torch
+
+    from keras_superclass.layers.fused_dense import project
+
+    x = _inputs(2, 3, 3, 12).to(torch.bfloat16).requires_grad_()
+    kernel = _inputs(12, 5, seed=1).to(torch.bfloat16)
+    with forced_kernels(False):
+        ours = project(x, kernel)
+    assert type(ours.grad_fn).__name__ == "Float32LinearBackward"
+    with forced_kernels(True):
+        native = project(x, kernel)
+    assert "Float32" not in type(native.grad_fn).__name__
+    np.testing.assert_allclose(
+        ours.detach().float(), native.detach().float(), rtol=2e-2, atol=2e-2
+    )
+
+
+def test_bfloat16_in_float32_only_where_pytorch_lacks_bf16_kernels():
+    import torch
+
+    from keras_superclass.layers.torch_linear import bf16_as_float32
+
+    bf16 = _inputs(2, 3).to(torch.bfloat16)
+    lacks = not torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert bf16_as_float32(bf16) == lacks
+    assert not bf16_as_float32(_inputs(2, 3))
+    with forced_kernels(False):
+        assert bf16_as_float32(bf16)
+    with forced_kernels(True):
+        assert not bf16_as_float32(bf16)
+
+
+def test_bfloat16_vit_step_in_float32_products_tracks_pytorchs_bf16():
+    # A whole mixed_bfloat16 ViT task (Dense, fused MLP and norm, patch
+    # embedding, SDPA): the float32-product path against PyTorch's own
+    # bf16 kernels, same weights, same batch.
+    import torch
+
+    from keras_superclass.models import SuperClassBackbone
+    from keras_superclass.models import SuperClassClassifier
+
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(4, 32, 32, 3)).astype("float32")
+    ids = rng.integers(0, 50, size=(4, 6)).astype("int32")
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    results = {}
+    weights = None
+    for native in (True, False):
+        keras.utils.set_random_seed(0)
+        backbone = SuperClassBackbone(
+            image_shape=(32, 32, 3),
+            patch_size=8,
+            num_layers=2,
+            num_heads=2,
+            hidden_dim=32,
+            mlp_dim=64,
+        )
+        task = SuperClassClassifier(backbone, vocabulary_size=50)
+        weights = weights or task.get_weights()
+        task.set_weights(weights)
+        with forced_kernels(native):
+            logits = task(images)
+            loss = task.compute_loss(x=images, y=ids, y_pred=logits)
+            names, attention_dtypes = set(), set()
+            stack, seen = [logits.grad_fn], set()
+            while stack:
+                node = stack.pop()
+                if node is None or node in seen:
+                    continue
+                seen.add(node)
+                names.add(type(node).__name__)
+                if "ScaledDotProduct" in type(node).__name__:
+                    attention_dtypes.add(node._saved_query.dtype)
+                stack.extend(n for n, _ in node.next_functions)
+            grads = torch.autograd.grad(
+                loss, [v.value for v in task.trainable_variables]
+            )
+        results[native] = (logits, loss, grads, names)
+        # SDPA in float32 where the products are, else in bf16.
+        assert attention_dtypes == {torch.bfloat16 if native else torch.float32}
+    assert "Float32LinearBackward" in results[False][3]
+    assert "Float32LinearBackward" not in results[True][3]
+    logits, loss, grads, _ = results[False]
+    assert logits.dtype == torch.bfloat16
+    np.testing.assert_allclose(
+        logits.detach().float(),
+        results[True][0].detach().float(),
+        rtol=5e-2,
+        atol=5e-2,
+    )
+    np.testing.assert_allclose(
+        float(loss.detach()), float(results[True][1].detach()), rtol=1e-2
+    )
+    for ours, theirs in zip(grads, results[True][2]):
+        scale = float(theirs.float().abs().max()) + 1e-6
+        np.testing.assert_allclose(
+            ours.float() / scale, theirs.float() / scale, atol=5e-2
+        )

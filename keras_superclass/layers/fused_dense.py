@@ -8,9 +8,11 @@ reference does (the whole S/16 step 1.09-1.24x as fast in three paired
 runs, 0.1-0.2 GB less memory: `benchmarks/README.md`), on a CPU through
 oneDNN where its matmuls measure faster than MKL's (`torch_linear.py`). Under
 `mixed_bfloat16` five paired runs gave 0.84-1.01x, so bfloat16 keeps
-Keras's `call`. jax compiles the step with XLA, which fuses the add by
-itself, but on a CPU runs the bias gradient (a sum over every token) as a
-slow reduce-window loop: there a hand-written backward takes it as one
+Keras's `call`, except on a CPU where PyTorch has no bf16 kernels: there
+its products run in float32 (`torch_linear.bf16_as_float32`). jax
+compiles the step with XLA, which fuses the add by itself, but on a CPU
+runs the bias gradient (a sum over every token) as a slow reduce-window
+loop: there a hand-written backward takes it as one
 matrix-vector product (with the LayerNorm one in `fused_elementwise.py`,
 the S/16 step 8-12% faster); in bfloat16 where XLA gives bf16 dots to
 YNNPACK (`xla_cpu_forms.matmul`), the same backward with its three
@@ -39,6 +41,15 @@ def tokens_as_rows(x):
     return ops.reshape(x, (-1, x.shape[-1]))
 
 
+def project(x, kernel):
+    """`x @ kernel` for a `(features, units)` kernel, under PyTorch through
+    `torch_linear.linear` where bfloat16 runs in float32 there
+    (`torch_linear.bf16_as_float32`)."""
+    if keras.backend.backend() == "torch" and torch_linear.bf16_as_float32(x):
+        return torch_linear.linear(x, kernel.T)
+    return ops.matmul(x, kernel)
+
+
 @keras.saving.register_keras_serializable(package="keras_superclass")
 class Dense(keras.layers.Dense):
     """`keras.layers.Dense` whose bias add runs inside the matmul (torch,
@@ -58,17 +69,21 @@ class Dense(keras.layers.Dense):
     def build(self, input_shape):
         super().build(input_shape)
         # Decided once, as LayerNormalization does: torch, a bias, float32
-        # compute (bfloat16 measured no faster).
+        # compute (bfloat16 measured no faster), or bfloat16 where PyTorch
+        # has no bf16 kernels (`torch_linear.bf16_as_float32`).
         self._addmm = (
             keras.backend.backend() == "torch"
             and self.bias is not None
-            and self.compute_dtype == "float32"
+            and self.compute_dtype in ("float32", "bfloat16")
         )
 
     def call(self, inputs, training=None):
         if self._addmm:
             inputs = ops.convert_to_tensor(inputs)
-            if keras.backend.standardize_dtype(inputs.dtype) == "float32":
+            dtype = keras.backend.standardize_dtype(inputs.dtype)
+            if dtype == self.compute_dtype and (
+                dtype == "float32" or torch_linear.bf16_as_float32(inputs)
+            ):
                 return self._linear(inputs)
         if self._bias_gradient_by_matmul(inputs):
             x = _jax_dense()(
@@ -95,10 +110,11 @@ class Dense(keras.layers.Dense):
         )
 
     def _linear(self, inputs):
-        kernel = ops.convert_to_tensor(self.kernel)
+        kernel = ops.cast(self.kernel, self.compute_dtype)
+        bias = ops.cast(self.bias, self.compute_dtype)
         # `nn.Linear`'s op (one `addmm` for rows of any leading shape), or
         # oneDNN's.
-        x = torch_linear.linear(inputs, kernel.T, self.bias.value)
+        x = torch_linear.linear(inputs, kernel.T, bias)
         if self.activation is not None:
             x = self.activation(x)
         return x

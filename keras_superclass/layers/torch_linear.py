@@ -8,8 +8,17 @@ oneDNN, which PyTorch also ships, reaches its AVX-512 kernels on any x86
 CPU. So the choice is measured once per process on a ViT-sized product
 (MKL kept unless oneDNN is clearly faster); on that EPYC oneDNN made the
 whole S/16 training step 1.4x as fast (`benchmarks/README.md`). GPUs,
-bfloat16, `torch.compile` and builds without oneDNN keep
+`torch.compile` and builds without oneDNN keep
 `torch.nn.functional.linear`.
+
+bfloat16 on a CPU where PyTorch has no bf16 matmul kernels (its oneDNN
+reports no bf16 support: CPUs without AVX-512, e.g. AVX2-only ones) runs
+PyTorch's generic fallback, 6-60x slower than its float32 products there:
+(3,152 x 384) x (384 x 1,536) in 215 ms against 37 ms. There `linear`
+takes the bf16 operands as float32 (exact), multiplies in float32 and
+rounds the result to bf16, as a bf16 kernel accumulating in float32
+does; backward keeps the bf16 operands and does the same
+(`bf16_as_float32`; `benchmarks/README.md`, twentieth pass).
 """
 
 import functools
@@ -81,12 +90,42 @@ def _linear(rows, weight, bias=None):
     )
 
 
+def bf16_as_float32(inputs):
+    """Whether bfloat16 products of `inputs` run in float32: bf16 CPU
+    tensors where PyTorch has no bf16 matmul kernels, outside
+    `torch.compile` (or forced by `xla_cpu_forms.forced_kernels(False)`;
+    `True` keeps PyTorch's own)."""
+    import torch
+
+    if inputs.device.type != "cpu" or inputs.dtype != torch.bfloat16:
+        return False
+    if torch.compiler.is_compiling():
+        return False
+    forced = forced_choice()
+    if forced is not None:
+        return not forced
+    return not _has_bf16_kernels()
+
+
+@functools.cache
+def _has_bf16_kernels():
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True  # cannot tell: PyTorch's own kernels
+
+
 def linear(inputs, weight, bias=None, onednn=None):
     """`torch.nn.functional.linear` on oneDNN where `use_onednn` chooses it
     (or as `onednn` says: a backward repeats its forward's choice), else on
-    MKL (`F.linear`, as `nn.Linear`)."""
+    MKL (`F.linear`, as `nn.Linear`); bfloat16 in float32 where
+    `bf16_as_float32` says."""
     import torch
 
+    if bf16_as_float32(inputs):
+        return _float32_function().apply(inputs, weight, bias)
     if onednn is None:
         onednn = use_onednn(inputs)
     if onednn:
@@ -125,3 +164,43 @@ def _function():
             return d_inputs.reshape(inputs.shape), d_weight, d_bias
 
     return OneDNNLinear
+
+
+@functools.cache
+def _float32_function():
+    import torch
+
+    def product(a, b_t):
+        # `a @ b_t.T` in float32 on MKL or oneDNN, rounded to `a`'s dtype.
+        a32, b32 = a.float(), b_t.float()
+        return linear(a32, b32, None, use_onednn(a32)).to(a.dtype)
+
+    class Float32Linear(torch.autograd.Function):
+        """`F.linear` of bf16 tensors computed in float32; keeps the bf16
+        operands (not float32 copies) for backward."""
+
+        @staticmethod
+        def forward(ctx, inputs, weight, bias):
+            ctx.save_for_backward(inputs, weight)
+            ctx.bias_dtype = None if bias is None else bias.dtype
+            rows = inputs.reshape(-1, inputs.shape[-1]).float()
+            weight32 = weight.float()
+            bias32 = None if bias is None else bias.float()
+            outputs = linear(rows, weight32, bias32, use_onednn(rows))
+            outputs = outputs.to(inputs.dtype)
+            return outputs.reshape(*inputs.shape[:-1], weight.shape[0])
+
+        @staticmethod
+        @torch.autograd.function.once_differentiable
+        def backward(ctx, grad):
+            inputs, weight = ctx.saved_tensors
+            grad_rows = grad.reshape(-1, grad.shape[-1])
+            rows = inputs.reshape(-1, inputs.shape[-1])
+            d_inputs = product(grad_rows, weight.t())
+            d_weight = product(grad_rows.t(), rows.t()).to(weight.dtype)
+            d_bias = None
+            if ctx.bias_dtype is not None:
+                d_bias = grad_rows.float().sum(0).to(ctx.bias_dtype)
+            return d_inputs.reshape(inputs.shape), d_weight, d_bias
+
+    return Float32Linear

@@ -202,8 +202,8 @@ def warn_if_bfloat16_is_slow_here(dtype_policy):
     """Warns when a bfloat16 policy runs slowly on this device.
 
     A CPU without bf16 matmul instructions (AVX512-BF16, AMX) runs a bf16
-    step slower than a float32 one, far slower under PyTorch
-    (benchmarks/README.md, eighteenth pass). XLA:CPU (jax on a CPU) has
+    step slower than a float32 one (benchmarks/README.md, eighteenth and
+    twentieth passes). XLA:CPU (jax on a CPU) has
     bf16 matmul kernels only through YNNPACK, which
     `xla_flags.choose_cpu_matmuls` keeps for a bf16 run. Where a flag of
     the user's, or jax started before `train`, turned them off, XLA
@@ -218,7 +218,7 @@ def warn_if_bfloat16_is_slow_here(dtype_policy):
             f"training.dtype_policy is '{policy.name}', but this CPU has no "
             "bfloat16 matmul instructions (AVX512-BF16 or AMX), so a bf16 "
             "step runs slower than a float32 one on every backend (on such "
-            "a CPU: jax and TensorFlow about 1.5x, PyTorch over 20x). Set "
+            "a CPU: jax and TensorFlow about 1.5x, PyTorch about 1.2x). Set "
             "training.dtype_policy=float32 on this machine.",
             stacklevel=2,
         )

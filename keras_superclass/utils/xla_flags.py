@@ -168,9 +168,10 @@ def cpu_has_bf16_matmul_instructions(cpuinfo="/proc/cpuinfo"):
 
     Without them bf16 is slower than float32: on an AVX2 AMD EPYC the
     S/16 bf16 step took about 1.5x as long as the float32 one under jax
-    and TensorFlow, and over 20x under PyTorch, whose bf16 matmuls ran
-    7-140x slower than its float32 ones (`benchmarks/README.md`,
-    eighteenth pass).
+    and TensorFlow (`benchmarks/README.md`, eighteenth pass), and 1.2x
+    under PyTorch, whose bf16 matmuls (7-140x slower than its float32
+    ones there) the package computes in float32 (`torch_linear.py`,
+    twentieth pass).
     """
     try:
         with open(cpuinfo, encoding="utf-8") as f:

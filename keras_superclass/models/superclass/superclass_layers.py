@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_superclass.layers.attention import MultiHeadSelfAttention
 from keras_superclass.layers.fused_dense import Dense
+from keras_superclass.layers.fused_dense import project
 from keras_superclass.layers.fused_dense import tokens_as_rows
 from keras_superclass.layers.fused_elementwise import LayerNormalization
 from keras_superclass.layers.gelu_dense import gelu_dense
@@ -145,7 +146,7 @@ class PatchEmbedding(keras.layers.Layer):
         x = ops.reshape(x, (-1, rows, cols, p * p * channels))
         kernel = ops.cast(self.projection.kernel, self.compute_dtype)
         kernel = ops.reshape(kernel, (p * p * channels, self.hidden_dim))
-        return ops.matmul(x, kernel)
+        return project(x, kernel)
 
     def call(self, images):
         if self.stem == "patch":
