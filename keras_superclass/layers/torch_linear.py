@@ -13,8 +13,9 @@ whole S/16 training step 1.4x as fast (`benchmarks/README.md`). GPUs,
 
 bfloat16 on a CPU where PyTorch has no bf16 matmul kernels (its oneDNN
 reports no bf16 support: CPUs without AVX-512, e.g. AVX2-only ones) runs
-PyTorch's generic fallback, 6-60x slower than its float32 products there:
-(3,152 x 384) x (384 x 1,536) in 215 ms against 37 ms. There `linear`
+PyTorch's generic fallback, 6-80x slower than its float32 products there:
+(3,152 x 384) x (384 x 1,536) in 215 ms against 37 ms (3.0 s with its
+bias, inside a step). There `linear`
 takes the bf16 operands as float32 (exact), multiplies in float32 and
 rounds the result to bf16, as a bf16 kernel accumulating in float32
 does; backward keeps the bf16 operands and does the same
