@@ -197,27 +197,18 @@ def test_bfloat16_vit_step_in_float32_products_tracks_pytorchs_bf16():
     # embedding, SDPA): the float32-product path against PyTorch's own
     # bf16 kernels, same weights, same batch.
     import torch
-
-    from keras_superclass.models import SuperClassBackbone
-    from keras_superclass.models import SuperClassClassifier
+    from test_superclass_model import V
+    from test_superclass_model import tiny_task
 
     rng = np.random.default_rng(0)
     images = rng.normal(size=(4, 32, 32, 3)).astype("float32")
-    ids = rng.integers(0, 50, size=(4, 6)).astype("int32")
+    ids = rng.integers(0, V, size=(4, 6)).astype("int32")
     keras.config.set_dtype_policy("mixed_bfloat16")
     results = {}
     weights = None
     for native in (True, False):
         keras.utils.set_random_seed(0)
-        backbone = SuperClassBackbone(
-            image_shape=(32, 32, 3),
-            patch_size=8,
-            num_layers=2,
-            num_heads=2,
-            hidden_dim=32,
-            mlp_dim=64,
-        )
-        task = SuperClassClassifier(backbone, vocabulary_size=50)
+        task = tiny_task()
         weights = weights or task.get_weights()
         task.set_weights(weights)
         with forced_kernels(native):

@@ -12,11 +12,11 @@ Keras's `call`, except on a CPU where PyTorch has no bf16 kernels: there
 its products run in float32 (`torch_linear.bf16_as_float32`). jax
 compiles the step with XLA, which fuses the add by itself, but on a CPU
 runs the bias gradient (a sum over every token) as a slow reduce-window
-loop: there a hand-written backward takes it as one
-matrix-vector product (with the LayerNorm one in `fused_elementwise.py`,
-the S/16 step 8-12% faster); in bfloat16 where XLA gives bf16 dots to
-YNNPACK (`xla_cpu_forms.matmul`), the same backward with its three
-products in YNNPACK's form. Under TensorFlow `tf.nn.bias_add` measured
+loop: there a hand-written backward takes it as one matrix-vector product
+(with the LayerNorm one in `fused_elementwise.py`, the S/16 step 8-12%
+faster); in bfloat16 where XLA gives bf16 dots to YNNPACK
+(`xla_cpu_forms.matmul`), the same backward with its three products in
+YNNPACK's form. Under TensorFlow `tf.nn.bias_add` measured
 no faster than Keras's add, so it runs Keras's own `call`.
 """
 

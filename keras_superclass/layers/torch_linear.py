@@ -15,11 +15,11 @@ bfloat16 on a CPU where PyTorch has no bf16 matmul kernels (its oneDNN
 reports no bf16 support: CPUs without AVX-512, e.g. AVX2-only ones) runs
 PyTorch's generic fallback, 6-80x slower than its float32 products there:
 (3,152 x 384) x (384 x 1,536) in 215 ms against 37 ms (3.0 s with its
-bias, inside a step). There `linear`
-takes the bf16 operands as float32 (exact), multiplies in float32 and
-rounds the result to bf16, as a bf16 kernel accumulating in float32
-does; backward keeps the bf16 operands and does the same
-(`bf16_as_float32`; `benchmarks/README.md`, twentieth pass).
+bias, inside a step). There `linear` takes the bf16 operands as float32
+(exact), multiplies in float32 and rounds the result to bf16, as a bf16
+kernel accumulating in float32 does; backward keeps the bf16 operands
+and does the same (`bf16_as_float32`; `benchmarks/README.md`, twentieth
+pass: the bf16 S/16 step 27x as fast).
 """
 
 import functools
@@ -171,10 +171,12 @@ def _function():
 def _float32_function():
     import torch
 
-    def product(a, b_t):
-        # `a @ b_t.T` in float32 on MKL or oneDNN, rounded to `a`'s dtype.
+    def product(a, b_t, bias=None):
+        # `a @ b_t.T (+ bias)` in float32 on MKL or oneDNN, rounded to
+        # `a`'s dtype.
         a32, b32 = a.float(), b_t.float()
-        return linear(a32, b32, None, use_onednn(a32)).to(a.dtype)
+        bias32 = None if bias is None else bias.float()
+        return linear(a32, b32, bias32, use_onednn(a32)).to(a.dtype)
 
     class Float32Linear(torch.autograd.Function):
         """`F.linear` of bf16 tensors computed in float32; keeps the bf16
@@ -184,11 +186,8 @@ def _float32_function():
         def forward(ctx, inputs, weight, bias):
             ctx.save_for_backward(inputs, weight)
             ctx.bias_dtype = None if bias is None else bias.dtype
-            rows = inputs.reshape(-1, inputs.shape[-1]).float()
-            weight32 = weight.float()
-            bias32 = None if bias is None else bias.float()
-            outputs = linear(rows, weight32, bias32, use_onednn(rows))
-            outputs = outputs.to(inputs.dtype)
+            rows = inputs.reshape(-1, inputs.shape[-1])
+            outputs = product(rows, weight, bias)
             return outputs.reshape(*inputs.shape[:-1], weight.shape[0])
 
         @staticmethod
