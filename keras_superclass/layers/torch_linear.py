@@ -32,16 +32,26 @@ from keras_superclass.layers.xla_cpu_forms import forced_choice
 _MARGIN = 0.9
 
 
+def _eager_on_cpu(inputs, dtype):
+    """Whether `inputs` is a CPU tensor of `dtype`, outside
+    `torch.compile` (which picks its own kernels)."""
+    import torch
+
+    return (
+        inputs.device.type == "cpu"
+        and inputs.dtype == dtype
+        and not torch.compiler.is_compiling()
+    )
+
+
 def use_onednn(inputs):
     """Whether `linear(inputs, ...)` runs through oneDNN: float32 CPU
     tensors, oneDNN built and enabled, and measured faster (or forced by
     `xla_cpu_forms.forced_kernels(False)`)."""
     import torch
 
-    if inputs.device.type != "cpu" or inputs.dtype != torch.float32:
+    if not _eager_on_cpu(inputs, torch.float32):
         return False
-    if torch.compiler.is_compiling():
-        return False  # `torch.compile` picks its own kernels
     mkldnn = torch.backends.mkldnn
     if not (mkldnn.is_available() and mkldnn.enabled):
         return False
@@ -98,9 +108,7 @@ def bf16_as_float32(inputs):
     `True` keeps PyTorch's own)."""
     import torch
 
-    if inputs.device.type != "cpu" or inputs.dtype != torch.bfloat16:
-        return False
-    if torch.compiler.is_compiling():
+    if not _eager_on_cpu(inputs, torch.bfloat16):
         return False
     forced = forced_choice()
     if forced is not None:
