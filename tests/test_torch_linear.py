@@ -1,5 +1,7 @@
 """PyTorch's CPU Dense through oneDNN equals `torch.nn.functional.linear`."""
 
+from unittest import mock
+
 import keras
 import numpy as np
 import pytest
@@ -177,6 +179,72 @@ def test_patch_projection_takes_the_same_float32_products():
     )
 
 
+def test_blocked_bfloat16_products_match_whole_float32_products():
+    # Products above `_BLOCK` elements go in blocks: of rows and columns,
+    # or of a wide reduction (the head's backward), with and without bias.
+    import torch
+
+    from keras_superclass.layers import torch_linear
+
+    bf16 = torch.bfloat16
+    shapes = [(64, 12, 40), (8, 200, 6), (9, 5, 300)]  # (rows, in, out)
+    for (rows, features, outputs), bias in zip(shapes, (True, False, True)):
+        x = _inputs(rows, features).to(bf16).requires_grad_()
+        weight = _inputs(outputs, features, seed=1).to(bf16)
+        weight.requires_grad_()
+        b = _inputs(outputs, seed=2).to(bf16) if bias else None
+        upstream = _inputs(rows, outputs, seed=3).to(bf16)
+        results = []
+        for block in (100, 2**21):  # blocks of 100 elements, then whole
+            with (
+                mock.patch.object(torch_linear, "_BLOCK", block),
+                forced_kernels(False),
+            ):
+                out = torch_linear.linear(x, weight, b)
+                grads = torch.autograd.grad(out, [x, weight], upstream)
+            results.append([out, *grads])
+        for blocked, whole in zip(*results):
+            np.testing.assert_allclose(
+                blocked.detach().float(),
+                whole.detach().float(),
+                rtol=1e-2,
+                atol=1e-2,
+            )
+
+
+def test_bfloat16_attention_in_float32_matches_sdpa_in_float32():
+    import torch
+
+    from keras_superclass.layers.torch_linear import attention_in_float32
+
+    bf16 = torch.bfloat16
+    for causal in (False, True):
+        qkv = [_inputs(2, 7, 3, 4, seed=i).to(bf16) for i in range(3)]
+        qkv = [t.requires_grad_() for t in qkv]
+        upstream = _inputs(2, 7, 3, 4, seed=5).to(bf16)
+        ours = attention_in_float32(*qkv, causal=causal)
+        assert ours.dtype == bf16 and ours.shape == (2, 7, 3, 4)
+        saved = ours.grad_fn.saved_tensors
+        assert [t.dtype for t in saved[:4]] == [bf16] * 4
+        wide = [t.detach().float().requires_grad_() for t in qkv]
+        theirs = torch.nn.functional.scaled_dot_product_attention(
+            *(t.transpose(1, 2) for t in wide), is_causal=causal
+        ).transpose(1, 2)
+        np.testing.assert_allclose(
+            ours.detach().float(),
+            theirs.detach().to(bf16).float(),
+            rtol=1e-2,
+            atol=1e-2,
+        )
+        ours_grads = torch.autograd.grad(ours, qkv, upstream)
+        theirs_grads = torch.autograd.grad(theirs, wide, upstream.float())
+        for a, c in zip(ours_grads, theirs_grads):
+            assert a.dtype == bf16 and a.shape == c.shape
+            np.testing.assert_allclose(
+                a.float(), c.to(bf16).float(), rtol=3e-2, atol=3e-2
+            )
+
+
 def test_bfloat16_in_float32_only_where_pytorch_lacks_bf16_kernels():
     import torch
 
@@ -223,14 +291,19 @@ def test_bfloat16_vit_step_in_float32_products_tracks_pytorchs_bf16():
                 seen.add(node)
                 names.add(type(node).__name__)
                 if "ScaledDotProduct" in type(node).__name__:
-                    attention_dtypes.add(node._saved_query.dtype)
+                    attention_dtypes.add(("sdpa", node._saved_query.dtype))
+                if type(node).__name__ == "Float32AttentionBackward":
+                    query = node.saved_tensors[0]
+                    attention_dtypes.add(("float32 copies", query.dtype))
                 stack.extend(n for n, _ in node.next_functions)
             grads = torch.autograd.grad(
                 loss, [v.value for v in task.trainable_variables]
             )
         results[native] = (logits, loss, grads, names)
-        # SDPA in float32 where the products are, else in bf16.
-        assert attention_dtypes == {torch.bfloat16 if native else torch.float32}
+        # Attention in float32 where the products are, else SDPA in bf16;
+        # bf16 tensors kept for backward either way.
+        path = "sdpa" if native else "float32 copies"
+        assert attention_dtypes == {(path, torch.bfloat16)}
     assert "Float32LinearBackward" in results[False][3]
     assert "Float32LinearBackward" not in results[True][3]
     logits, loss, grads, _ = results[False]

@@ -10,6 +10,7 @@ from keras_superclass.layers.fused_dense import Dense
 from keras_superclass.layers.fused_dense import tokens_as_rows
 from keras_superclass.layers.norm_dense import norm_dense
 from keras_superclass.layers.token_head import torch_linear_kernel_initializer
+from keras_superclass.layers.torch_linear import attention_in_float32
 from keras_superclass.layers.torch_linear import bf16_as_float32
 from keras_superclass.layers.xla_cpu_forms import matmul
 from keras_superclass.layers.xla_cpu_forms import rearranged
@@ -298,18 +299,18 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         if fused_attention_is_faster(self.flash_attention):
             # One unstack, not three index ops: under torch each index's
             # backward zero-fills and sums a full (B, L, 3, H, Dh) gradient.
-            dtype = qkv.dtype
-            if keras.backend.backend() == "torch" and bf16_as_float32(qkv):
-                qkv = ops.cast(qkv, "float32")  # SDPA's bf16 is slow there
             query, key, value = ops.unstack(qkv, 3, axis=2)
-            out = ops.dot_product_attention(
-                query,
-                key,
-                value,
-                is_causal=self.causal,
-                flash_attention=self.flash_attention,
-            )
-            out = ops.cast(out, dtype)
+            if keras.backend.backend() == "torch" and bf16_as_float32(qkv):
+                # SDPA's bf16 kernel is slow there: float32, keeping bf16.
+                out = attention_in_float32(query, key, value, self.causal)
+            else:
+                out = ops.dot_product_attention(
+                    query,
+                    key,
+                    value,
+                    is_causal=self.causal,
+                    flash_attention=self.flash_attention,
+                )
         elif keras.backend.backend() == "tensorflow":
             # Recomputes the (B, H, L, L) scores and probabilities in
             # backward rather than keeping them: at S/16, batch 16, 0.34 GB

@@ -31,6 +31,13 @@ from keras_superclass.layers.xla_cpu_forms import forced_choice
 # library `torch.nn.Linear` uses.
 _MARGIN = 0.9
 
+# Elements (8 MiB of float32) in each block of a bf16 product taken in
+# float32. Whole-matrix float32 copies and results (19-76 MB each at S/16)
+# fragmented glibc's heap: a bf16 S/16 step's peak memory was 238-313 MB
+# higher than in 8 MiB blocks (`benchmarks/README.md`, twenty-first
+# pass).
+_BLOCK = 2**21
+
 
 def _eager_on_cpu(inputs, dtype):
     """Whether `inputs` is a CPU tensor of `dtype`, outside
@@ -175,16 +182,43 @@ def _function():
     return OneDNNLinear
 
 
+def _float32_linear(a, b_t, bias=None):
+    """`linear` of float32 copies of `a`, `b_t` (and `bias`)."""
+    a32, b32 = a.float(), b_t.float()
+    bias32 = None if bias is None else bias.float()
+    return linear(a32, b32, bias32, use_onednn(a32))
+
+
 @functools.cache
 def _float32_function():
     import torch
 
     def product(a, b_t, bias=None):
-        # `a @ b_t.T (+ bias)` in float32 on MKL or oneDNN, rounded to
-        # `a`'s dtype.
-        a32, b32 = a.float(), b_t.float()
-        bias32 = None if bias is None else bias.float()
-        return linear(a32, b32, bias32, use_onednn(a32)).to(a.dtype)
+        # `a @ b_t.T (+ bias)` for 2-D bf16 `a`, `b_t`: float32 products
+        # of blocks, each rounded into the bf16 result.
+        (m, k), n = a.shape, b_t.shape[0]
+        out = a.new_empty((m, n))
+        if n * k > _BLOCK and k > n:  # a wide reduction: sum its blocks
+            width = max(1, _BLOCK // max(m, n))
+            total = None
+            for i in range(0, k, width):
+                part = _float32_linear(
+                    a[:, i : i + width], b_t[:, i : i + width]
+                )
+                total = part if total is None else total.add_(part)
+            if bias is not None:
+                total.add_(bias.float())
+            return out.copy_(total)
+        cols = n if n * k <= _BLOCK else max(1, _BLOCK // k)
+        for j in range(0, n, cols):
+            b_block = b_t[j : j + cols]
+            bias_block = None if bias is None else bias[j : j + cols]
+            rows = max(1, _BLOCK // (k + b_block.shape[0]))
+            for i in range(0, m, rows):
+                out[i : i + rows, j : j + cols] = _float32_linear(
+                    a[i : i + rows], b_block, bias_block
+                )
+        return out
 
     class Float32Linear(torch.autograd.Function):
         """`F.linear` of bf16 tensors computed in float32; keeps the bf16
@@ -208,7 +242,61 @@ def _float32_function():
             d_weight = product(grad_rows.t(), rows.t()).to(weight.dtype)
             d_bias = None
             if ctx.bias_dtype is not None:
-                d_bias = grad_rows.float().sum(0).to(ctx.bias_dtype)
+                d_bias = grad_rows.sum(0, dtype=torch.float32)
+                d_bias = d_bias.to(ctx.bias_dtype)
             return d_inputs.reshape(inputs.shape), d_weight, d_bias
 
     return Float32Linear
+
+
+def attention_in_float32(query, key, value, causal=False):
+    """Self-attention of bf16 `(B, L, H, Dh)` tensors where
+    `bf16_as_float32`: PyTorch's CPU flash kernel (what SDPA runs) on
+    float32 copies, the output rounded to bf16. Backward keeps the bf16
+    inputs and output, not float32 copies (S/16: 11 MB less a block).
+    Returns `(B, L, H, Dh)`, as `ops.dot_product_attention`."""
+    return _float32_attention().apply(query, key, value, bool(causal))
+
+
+@functools.cache
+def _float32_attention():
+    import torch
+
+    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    flash_backward = (
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
+    )
+
+    def heads(x):  # (B, L, H, Dh) -> float32 (B, H, L, Dh)
+        return x.transpose(1, 2).float()
+
+    class Float32Attention(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, query, key, value, causal):
+            out, logsumexp = flash(
+                heads(query), heads(key), heads(value), 0.0, causal
+            )
+            out = out.transpose(1, 2).to(
+                query.dtype, memory_format=torch.contiguous_format
+            )
+            ctx.save_for_backward(query, key, value, out, logsumexp)
+            ctx.causal = causal
+            return out
+
+        @staticmethod
+        @torch.autograd.function.once_differentiable
+        def backward(ctx, d_out):
+            query, key, value, out, logsumexp = ctx.saved_tensors
+            grads = flash_backward(
+                heads(d_out),
+                heads(query),
+                heads(key),
+                heads(value),
+                heads(out),
+                logsumexp,
+                0.0,
+                ctx.causal,
+            )
+            return (*(g.transpose(1, 2).to(query.dtype) for g in grads), None)
+
+    return Float32Attention
