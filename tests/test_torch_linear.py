@@ -179,6 +179,26 @@ def test_patch_projection_takes_the_same_float32_products():
     )
 
 
+def test_bfloat16_kernel_gradient_keeps_the_kernels_layout():
+    # A Dense passes `kernel.T`: its gradient comes back contiguous in the
+    # kernel's layout, so accumulating it copies nothing (76 MB at S/16).
+    import torch
+
+    from keras_superclass.layers.torch_linear import linear
+
+    x = _inputs(6, 5).to(torch.bfloat16)
+    kernel = _inputs(5, 3, seed=1).to(torch.bfloat16).requires_grad_()
+    with forced_kernels(False):
+        out = linear(x, kernel.T)
+    (d_kernel,) = torch.autograd.grad(out.float().sum(), [kernel])
+    assert d_kernel.is_contiguous()
+    np.testing.assert_allclose(
+        d_kernel.float(),
+        (x.float().T @ torch.ones(6, 3)).to(torch.bfloat16).float(),
+        rtol=1e-2,
+    )
+
+
 def test_blocked_bfloat16_products_match_whole_float32_products():
     # Products above `_BLOCK` elements go in blocks: of rows and columns,
     # or of a wide reduction (the head's backward), with and without bias.

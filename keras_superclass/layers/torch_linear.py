@@ -19,7 +19,10 @@ bias, inside a step). There `linear` takes the bf16 operands as float32
 (exact), multiplies in float32 and rounds the result to bf16, as a bf16
 kernel accumulating in float32 does; backward keeps the bf16 operands
 and does the same (`bf16_as_float32`; `benchmarks/README.md`, twentieth
-pass: the bf16 S/16 step 27x as fast).
+pass: the bf16 S/16 step 27x as fast). The float32 copies are made a
+block of at most 8 MiB at a time, and `attention_in_float32` runs the
+attention the same way (twenty-first pass: the step's peak memory 300-400
+MB lower).
 """
 
 import functools
@@ -33,9 +36,9 @@ _MARGIN = 0.9
 
 # Elements (8 MiB of float32) in each block of a bf16 product taken in
 # float32. Whole-matrix float32 copies and results (19-76 MB each at S/16)
-# fragmented glibc's heap: a bf16 S/16 step's peak memory was 238-313 MB
-# higher than in 8 MiB blocks (`benchmarks/README.md`, twenty-first
-# pass).
+# fragmented glibc's heap: a bf16 S/16 step peaked at 3,731-3,778 MB with
+# them, 3,419-3,451 MB in 8 MiB blocks, about 3% slower
+# (`benchmarks/README.md`, twenty-first pass).
 _BLOCK = 2**21
 
 
@@ -239,7 +242,13 @@ def _float32_function():
             grad_rows = grad.reshape(-1, grad.shape[-1])
             rows = inputs.reshape(-1, inputs.shape[-1])
             d_inputs = product(grad_rows, weight.t())
-            d_weight = product(grad_rows.t(), rows.t()).to(weight.dtype)
+            if weight.stride(0) == 1:  # `kernel.T` of a Dense: its layout,
+                # or the gradient is copied again where it accumulates
+                # (the S/16 head's: 76 MB more at the step's peak).
+                d_weight = product(rows.t(), grad_rows.t()).t()
+            else:
+                d_weight = product(grad_rows.t(), rows.t())
+            d_weight = d_weight.to(weight.dtype)
             d_bias = None
             if ctx.bias_dtype is not None:
                 d_bias = grad_rows.sum(0, dtype=torch.float32)
