@@ -23,6 +23,29 @@ def _inputs(*shape, seed=0):
     return torch.randn(*shape, generator=generator, dtype=torch.float32)
 
 
+def _assert_tracks_float32(ours, inputs, theirs, wide, upstream, tol, grad_tol):
+    """bf16 `ours` of `inputs` against float32 `theirs` of the same values
+    (`wide`) rounded to bf16: outputs to `tol` (rtol, atol), then the
+    gradients for `upstream` to `grad_tol`."""
+    import torch
+
+    bf16 = torch.bfloat16
+    assert ours.dtype == bf16
+    np.testing.assert_allclose(
+        ours.detach().float(),
+        theirs.detach().to(bf16).float(),
+        rtol=tol[0],
+        atol=tol[1],
+    )
+    ours_grads = torch.autograd.grad(ours, inputs, upstream)
+    theirs_grads = torch.autograd.grad(theirs, wide, upstream.float())
+    for a, c in zip(ours_grads, theirs_grads):
+        assert a.dtype == bf16 and a.shape == c.shape
+        np.testing.assert_allclose(
+            a.float(), c.to(bf16).float(), rtol=grad_tol, atol=grad_tol
+        )
+
+
 def test_onednn_linear_matches_torch_values_and_gradients():
     import torch
 
@@ -145,20 +168,11 @@ def test_bfloat16_linear_in_float32_matches_float32_products():
         params = [x, weight] + ([b] if bias else [])
         wide = [p.detach().float().requires_grad_() for p in params]
         theirs = torch.nn.functional.linear(*wide[:2], *wide[2:])
-        assert ours.dtype == bf16
-        np.testing.assert_allclose(  # to bf16's rounding (2 ** -8)
-            ours.detach().float(),
-            theirs.detach().to(bf16).float(),
-            rtol=8e-3,
-            atol=1e-3,
+        # To bf16's rounding (2 ** -8).
+        tolerances = (8e-3, 1e-3), 1e-2
+        _assert_tracks_float32(
+            ours, params, theirs, wide, upstream, *tolerances
         )
-        ours_grads = torch.autograd.grad(ours, params, upstream)
-        theirs_grads = torch.autograd.grad(theirs, wide, upstream.float())
-        for a, c in zip(ours_grads, theirs_grads):
-            assert a.dtype == bf16 and a.shape == c.shape
-            np.testing.assert_allclose(
-                a.float(), c.to(bf16).float(), rtol=1e-2, atol=1e-2
-            )
 
 
 def test_patch_projection_takes_the_same_float32_products():
@@ -250,19 +264,8 @@ def test_bfloat16_attention_in_float32_matches_sdpa_in_float32():
         theirs = torch.nn.functional.scaled_dot_product_attention(
             *(t.transpose(1, 2) for t in wide), is_causal=causal
         ).transpose(1, 2)
-        np.testing.assert_allclose(
-            ours.detach().float(),
-            theirs.detach().to(bf16).float(),
-            rtol=1e-2,
-            atol=1e-2,
-        )
-        ours_grads = torch.autograd.grad(ours, qkv, upstream)
-        theirs_grads = torch.autograd.grad(theirs, wide, upstream.float())
-        for a, c in zip(ours_grads, theirs_grads):
-            assert a.dtype == bf16 and a.shape == c.shape
-            np.testing.assert_allclose(
-                a.float(), c.to(bf16).float(), rtol=3e-2, atol=3e-2
-            )
+        tolerances = (1e-2, 1e-2), 3e-2
+        _assert_tracks_float32(ours, qkv, theirs, wide, upstream, *tolerances)
 
 
 def test_bfloat16_in_float32_only_where_pytorch_lacks_bf16_kernels():
