@@ -21,7 +21,7 @@ kernel accumulating in float32 does; backward keeps the bf16 operands
 and does the same (`bf16_as_float32`; `benchmarks/README.md`, twentieth
 pass: the bf16 S/16 step 27x as fast). The float32 copies are made a
 block of at most 8 MiB at a time, and `attention_in_float32` runs the
-attention the same way (twenty-first pass: the step's peak memory 300-400
+attention the same way (twenty-first pass: the step's peak memory 300-450
 MB lower).
 """
 
