@@ -214,8 +214,9 @@ def _float32_function():
             return out.copy_(total)
         cols = n if n * k <= _BLOCK else max(1, _BLOCK // k)
         for j in range(0, n, cols):
-            b_block = b_t[j : j + cols]
-            bias_block = None if bias is None else bias[j : j + cols]
+            # Converted once for all its row blocks (at most 8 MiB).
+            b_block = b_t[j : j + cols].float()
+            bias_block = None if bias is None else bias[j : j + cols].float()
             rows = max(1, _BLOCK // (k + b_block.shape[0]))
             for i in range(0, m, rows):
                 out[i : i + rows, j : j + cols] = _float32_linear(
