@@ -193,23 +193,69 @@ def test_patch_projection_takes_the_same_float32_products():
     )
 
 
-def test_bfloat16_kernel_gradient_keeps_the_kernels_layout():
-    # A Dense passes `kernel.T`: its gradient comes back contiguous in the
-    # kernel's layout, so accumulating it copies nothing (76 MB at S/16).
+def _dense_paths():
+    """Each PyTorch backward that computes a Dense kernel's gradient:
+    `(name, dtype, native, function(x, kernel) -> outputs)`."""
     import torch
 
+    from keras_superclass.layers.gelu_dense import _torch_gelu_dense
+    from keras_superclass.layers.norm_dense import _torch_norm_dense
     from keras_superclass.layers.torch_linear import linear
 
-    x = _inputs(6, 5).to(torch.bfloat16)
-    kernel = _inputs(5, 3, seed=1).to(torch.bfloat16).requires_grad_()
-    with forced_kernels(False):
-        out = linear(x, kernel.T)
+    def norm_dense(x, kernel):
+        ones, zeros = torch.ones(x.shape[-1]), torch.zeros(x.shape[-1])
+        bias = torch.zeros(kernel.shape[1])
+        return _torch_norm_dense(x, ones, zeros, kernel, bias, 1e-6)
+
+    def gelu_dense(x, kernel):
+        return _torch_gelu_dense(x, kernel, torch.zeros(kernel.shape[1]))
+
+    paths = []
+    for name, function in (
+        ("linear", lambda x, kernel: linear(x, kernel.T)),
+        ("gelu_dense", gelu_dense),
+        ("norm_dense", norm_dense),
+    ):
+        for native in (True, False):  # MKL, then oneDNN
+            paths.append((name, torch.float32, native, function))
+    # bf16 products in float32 (PyTorch's own bf16 kernels when native).
+    paths.append(("linear", torch.bfloat16, False, paths[0][3]))
+    return paths
+
+
+@pytest.mark.parametrize(
+    "index",
+    range(7),
+    ids=[
+        f"{name}-{kind}"
+        for name in ("linear", "gelu_dense", "norm_dense")
+        for kind in ("mkl", "onednn")
+    ]
+    + ["linear-bf16"],
+)
+def test_kernel_gradient_comes_back_in_the_kernels_layout(index):
+    # A Dense passes `kernel.T`: its gradient comes back contiguous in the
+    # kernel's layout, so accumulating it copies nothing (76 MB at S/16),
+    # from every backward that computes one (`weight_gradient`).
+    import torch
+
+    name, dtype, native, function = _dense_paths()[index]
+    x = _inputs(6, 5).to(dtype)
+    kernel = _inputs(5, 3, seed=1).to(dtype).requires_grad_()
+    with forced_kernels(native):
+        out = function(x, kernel)
     (d_kernel,) = torch.autograd.grad(out.float().sum(), [kernel])
-    assert d_kernel.is_contiguous()
+    assert d_kernel.is_contiguous(), (name, dtype, native)
+    x32 = x.float()
+    if name == "norm_dense":
+        x32 = torch.nn.functional.layer_norm(x32, [5], eps=1e-6)
+    elif name == "gelu_dense":
+        x32 = torch.nn.functional.gelu(x32)
     np.testing.assert_allclose(
         d_kernel.float(),
-        (x.float().T @ torch.ones(6, 3)).to(torch.bfloat16).float(),
-        rtol=1e-2,
+        (x32.T @ torch.ones(6, 3)).to(dtype).float(),
+        rtol=1e-2 if dtype == torch.bfloat16 else 1e-5,
+        atol=1e-5,
     )
 
 

@@ -191,10 +191,13 @@ def _torch_function():
             rows, weight = ctx.saved_tensors
             activated = F.gelu(rows)
             onednn = ctx.onednn
-            d_weight = torch_linear.linear(
-                d_out.t(), activated.t(), None, onednn
+            product = functools.partial(
+                torch_linear.linear, bias=None, onednn=onednn
             )
-            d_activated = torch_linear.linear(d_out, weight.t(), None, onednn)
+            d_weight = torch_linear.weight_gradient(
+                d_out, activated, weight, product
+            )
+            d_activated = product(d_out, weight.t())
             d_rows = torch.ops.aten.gelu_backward(d_activated, rows)
             return d_rows, d_weight, d_out.sum(0), None
 

@@ -216,8 +216,13 @@ def _torch_function():
             normed = torch.addcmul(beta32, (rows32 - mean) * rstd, gamma32)
             normed = normed.to(rows.dtype)
             onednn = ctx.onednn
-            d_weight = torch_linear.linear(d_out.t(), normed.t(), None, onednn)
-            d_normed = torch_linear.linear(d_out, weight.t(), None, onednn)
+            product = functools.partial(
+                torch_linear.linear, bias=None, onednn=onednn
+            )
+            d_weight = torch_linear.weight_gradient(
+                d_out, normed, weight, product
+            )
+            d_normed = product(d_out, weight.t())
             d_rows, d_gamma, d_beta = torch.ops.aten.native_layer_norm_backward(
                 d_normed.float(),
                 rows32,
