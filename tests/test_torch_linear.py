@@ -193,9 +193,9 @@ def test_patch_projection_takes_the_same_float32_products():
     )
 
 
-def _dense_paths():
-    """Each PyTorch backward that computes a Dense kernel's gradient:
-    `(name, dtype, native, function(x, kernel) -> outputs)`."""
+def _dense_function(name):
+    """`function(x, kernel) -> outputs` of a PyTorch path that computes a
+    Dense kernel's gradient in its own backward."""
     import torch
 
     from keras_superclass.layers.gelu_dense import _torch_gelu_dense
@@ -210,36 +210,30 @@ def _dense_paths():
     def gelu_dense(x, kernel):
         return _torch_gelu_dense(x, kernel, torch.zeros(kernel.shape[1]))
 
-    paths = []
-    for name, function in (
-        ("linear", lambda x, kernel: linear(x, kernel.T)),
-        ("gelu_dense", gelu_dense),
-        ("norm_dense", norm_dense),
-    ):
-        for native in (True, False):  # MKL, then oneDNN
-            paths.append((name, torch.float32, native, function))
-    # bf16 products in float32 (PyTorch's own bf16 kernels when native).
-    paths.append(("linear", torch.bfloat16, False, paths[0][3]))
-    return paths
+    return {
+        "linear": lambda x, kernel: linear(x, kernel.T),
+        "gelu_dense": gelu_dense,
+        "norm_dense": norm_dense,
+    }[name]
 
 
+@pytest.mark.parametrize("name", ["linear", "gelu_dense", "norm_dense"])
 @pytest.mark.parametrize(
-    "index",
-    range(7),
-    ids=[
-        f"{name}-{kind}"
-        for name in ("linear", "gelu_dense", "norm_dense")
-        for kind in ("mkl", "onednn")
-    ]
-    + ["linear-bf16"],
+    "dtype, native",
+    [
+        ("float32", True),  # MKL
+        ("float32", False),  # oneDNN
+        ("bfloat16", False),  # bf16 products in float32
+    ],
 )
-def test_kernel_gradient_comes_back_in_the_kernels_layout(index):
+def test_kernel_gradient_comes_back_in_the_kernels_layout(name, dtype, native):
     # A Dense passes `kernel.T`: its gradient comes back contiguous in the
     # kernel's layout, so accumulating it copies nothing (76 MB at S/16),
     # from every backward that computes one (`weight_gradient`).
     import torch
 
-    name, dtype, native, function = _dense_paths()[index]
+    dtype = getattr(torch, dtype)
+    function = _dense_function(name)
     x = _inputs(6, 5).to(dtype)
     kernel = _inputs(5, 3, seed=1).to(dtype).requires_grad_()
     with forced_kernels(native):
