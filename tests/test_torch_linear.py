@@ -193,9 +193,10 @@ def test_patch_projection_takes_the_same_float32_products():
     )
 
 
-def _dense_function(name):
-    """`function(x, kernel) -> outputs` of a PyTorch path that computes a
-    Dense kernel's gradient in its own backward."""
+def _dense_path(name):
+    """A PyTorch path that computes a Dense kernel's gradient in its own
+    backward: `function(x, kernel) -> outputs`, and the float32 rows its
+    Dense multiplies, `dense_rows(x)`."""
     import torch
 
     from keras_superclass.layers.gelu_dense import _torch_gelu_dense
@@ -211,9 +212,17 @@ def _dense_function(name):
         return _torch_gelu_dense(x, kernel, torch.zeros(kernel.shape[1]))
 
     return {
-        "linear": lambda x, kernel: linear(x, kernel.T),
-        "gelu_dense": gelu_dense,
-        "norm_dense": norm_dense,
+        "linear": (lambda x, kernel: linear(x, kernel.T), torch.Tensor.float),
+        "gelu_dense": (
+            gelu_dense,
+            lambda x: torch.nn.functional.gelu(x.float()),
+        ),
+        "norm_dense": (
+            norm_dense,
+            lambda x: torch.nn.functional.layer_norm(
+                x.float(), [x.shape[-1]], eps=1e-6
+            ),
+        ),
     }[name]
 
 
@@ -229,25 +238,20 @@ def _dense_function(name):
 def test_kernel_gradient_comes_back_in_the_kernels_layout(name, dtype, native):
     # A Dense passes `kernel.T`: its gradient comes back contiguous in the
     # kernel's layout, so accumulating it copies nothing (76 MB at S/16),
-    # from every backward that computes one (`weight_gradient`).
+    # from every backward that computes one (`linear_gradients`).
     import torch
 
     dtype = getattr(torch, dtype)
-    function = _dense_function(name)
+    function, dense_rows = _dense_path(name)
     x = _inputs(6, 5).to(dtype)
     kernel = _inputs(5, 3, seed=1).to(dtype).requires_grad_()
     with forced_kernels(native):
         out = function(x, kernel)
     (d_kernel,) = torch.autograd.grad(out.float().sum(), [kernel])
     assert d_kernel.is_contiguous(), (name, dtype, native)
-    x32 = x.float()
-    if name == "norm_dense":
-        x32 = torch.nn.functional.layer_norm(x32, [5], eps=1e-6)
-    elif name == "gelu_dense":
-        x32 = torch.nn.functional.gelu(x32)
     np.testing.assert_allclose(
         d_kernel.float(),
-        (x32.T @ torch.ones(6, 3)).to(dtype).float(),
+        (dense_rows(x).T @ torch.ones(6, 3)).to(dtype).float(),
         rtol=1e-2 if dtype == torch.bfloat16 else 1e-5,
         atol=1e-5,
     )

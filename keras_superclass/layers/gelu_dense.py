@@ -190,14 +190,12 @@ def _torch_function():
             # Differentiable ops only: a second derivative also works.
             rows, weight = ctx.saved_tensors
             activated = F.gelu(rows)
-            onednn = ctx.onednn
             product = functools.partial(
-                torch_linear.linear, bias=None, onednn=onednn
+                torch_linear.linear, bias=None, onednn=ctx.onednn
             )
-            d_weight = torch_linear.weight_gradient(
+            d_activated, d_weight = torch_linear.linear_gradients(
                 d_out, activated, weight, product
             )
-            d_activated = product(d_out, weight.t())
             d_rows = torch.ops.aten.gelu_backward(d_activated, rows)
             return d_rows, d_weight, d_out.sum(0), None
 

@@ -215,14 +215,12 @@ def _torch_function():
             rows32, gamma32, beta32 = rows.float(), gamma.float(), beta.float()
             normed = torch.addcmul(beta32, (rows32 - mean) * rstd, gamma32)
             normed = normed.to(rows.dtype)
-            onednn = ctx.onednn
             product = functools.partial(
-                torch_linear.linear, bias=None, onednn=onednn
+                torch_linear.linear, bias=None, onednn=ctx.onednn
             )
-            d_weight = torch_linear.weight_gradient(
+            d_normed, d_weight = torch_linear.linear_gradients(
                 d_out, normed, weight, product
             )
-            d_normed = product(d_out, weight.t())
             d_rows, d_gamma, d_beta = torch.ops.aten.native_layer_norm_backward(
                 d_normed.float(),
                 rows32,

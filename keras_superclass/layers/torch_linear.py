@@ -177,12 +177,11 @@ def _function():
             grad_rows = grad.reshape(-1, grad.shape[-1])
             rows = inputs.reshape(-1, inputs.shape[-1])
             # Through `apply` again, so a second derivative also works.
-            d_inputs = OneDNNLinear.apply(grad_rows, weight.t(), None)
-            d_weight = weight_gradient(
+            d_inputs, d_weight = linear_gradients(
                 grad_rows,
                 rows,
                 weight,
-                lambda a, b: OneDNNLinear.apply(a, b, None),
+                lambda a, b_t: OneDNNLinear.apply(a, b_t, None),
             )
             d_bias = grad_rows.sum(0) if ctx.has_bias else None
             return d_inputs.reshape(inputs.shape), d_weight, d_bias
@@ -190,28 +189,30 @@ def _function():
     return OneDNNLinear
 
 
-def weight_gradient(grad_rows, rows, weight, product):
-    """The gradient of `linear`'s `weight`, `grad_rows.T @ rows`, laid out
-    as `weight` is.
+def linear_gradients(grad_rows, rows, weight, product):
+    """The gradients of `linear(rows, weight)` for `grad_rows`: the
+    inputs', `grad_rows @ weight`, and the weight's, `grad_rows.T @ rows`,
+    laid out as `weight` is.
 
     A Dense passes `kernel.T`, a column-major view: a gradient returned
     row-major is copied once more where it accumulates into the kernel
     (the S/16 head's: 76 MB more at a bf16 step's peak; `benchmarks/
-    README.md`, twenty-first pass). Each backward here computes it through
-    this function, with its own `product(a, b_t)` (`a @ b_t.T`).
+    README.md`, twenty-first pass). Each backward here computes both
+    through this function, with its own `product(a, b_t)` (`a @ b_t.T`).
 
     Example:
     >>> import torch
     >>> kernel = torch.ones(4, 3)  # (features, outputs), as a Dense's
-    >>> d_weight = weight_gradient(
+    >>> d_rows, d_weight = linear_gradients(
     ...     torch.ones(2, 3), torch.ones(2, 4), kernel.T,
     ...     lambda a, b_t: a @ b_t.T)
-    >>> d_weight.shape, d_weight.T.is_contiguous()
-    (torch.Size([3, 4]), True)
+    >>> d_rows.shape, d_weight.shape, d_weight.T.is_contiguous()
+    (torch.Size([2, 4]), torch.Size([3, 4]), True)
     """
+    d_rows = product(grad_rows, weight.t())
     if weight.stride(0) < weight.stride(1):  # column-major: `kernel.T`
-        return product(rows.t(), grad_rows.t()).t()
-    return product(grad_rows.t(), rows.t())
+        return d_rows, product(rows.t(), grad_rows.t()).t()
+    return d_rows, product(grad_rows.t(), rows.t())
 
 
 def _float32_linear(a, b_t, bias=None):
@@ -271,8 +272,9 @@ def _float32_function():
             inputs, weight = ctx.saved_tensors
             grad_rows = grad.reshape(-1, grad.shape[-1])
             rows = inputs.reshape(-1, inputs.shape[-1])
-            d_inputs = product(grad_rows, weight.t())
-            d_weight = weight_gradient(grad_rows, rows, weight, product)
+            d_inputs, d_weight = linear_gradients(
+                grad_rows, rows, weight, product
+            )
             d_weight = d_weight.to(weight.dtype)
             d_bias = None
             if ctx.bias_dtype is not None:
