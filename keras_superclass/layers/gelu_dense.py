@@ -190,11 +190,8 @@ def _torch_function():
             # Differentiable ops only: a second derivative also works.
             rows, weight = ctx.saved_tensors
             activated = F.gelu(rows)
-            product = functools.partial(
-                torch_linear.linear, bias=None, onednn=ctx.onednn
-            )
             d_activated, d_weight = torch_linear.linear_gradients(
-                d_out, activated, weight, product
+                d_out, activated, weight, onednn=ctx.onednn
             )
             d_rows = torch.ops.aten.gelu_backward(d_activated, rows)
             return d_rows, d_weight, d_out.sum(0), None

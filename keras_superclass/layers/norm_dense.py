@@ -215,11 +215,8 @@ def _torch_function():
             rows32, gamma32, beta32 = rows.float(), gamma.float(), beta.float()
             normed = torch.addcmul(beta32, (rows32 - mean) * rstd, gamma32)
             normed = normed.to(rows.dtype)
-            product = functools.partial(
-                torch_linear.linear, bias=None, onednn=ctx.onednn
-            )
             d_normed, d_weight = torch_linear.linear_gradients(
-                d_out, normed, weight, product
+                d_out, normed, weight, onednn=ctx.onednn
             )
             d_rows, d_gamma, d_beta = torch.ops.aten.native_layer_norm_backward(
                 d_normed.float(),

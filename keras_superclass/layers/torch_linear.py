@@ -189,16 +189,18 @@ def _function():
     return OneDNNLinear
 
 
-def linear_gradients(grad_rows, rows, weight, product):
+def linear_gradients(grad_rows, rows, weight, product=None, onednn=None):
     """The gradients of `linear(rows, weight)` for `grad_rows`: the
     inputs', `grad_rows @ weight`, and the weight's, `grad_rows.T @ rows`,
-    laid out as `weight` is.
+    laid out as `weight` is. Both products through `product(a, b_t)`
+    (`a @ b_t.T`), or by default through `linear` on the kernels `onednn`
+    names (a backward repeats its forward's choice).
 
     A Dense passes `kernel.T`, a column-major view: a gradient returned
     row-major is copied once more where it accumulates into the kernel
     (the S/16 head's: 76 MB more at a bf16 step's peak; `benchmarks/
-    README.md`, twenty-first pass). Each backward here computes both
-    through this function, with its own `product(a, b_t)` (`a @ b_t.T`).
+    README.md`, twenty-first pass). Every Dense backward computes both
+    through this function.
 
     Example:
     >>> import torch
@@ -209,6 +211,8 @@ def linear_gradients(grad_rows, rows, weight, product):
     >>> d_rows.shape, d_weight.shape, d_weight.T.is_contiguous()
     (torch.Size([2, 4]), torch.Size([3, 4]), True)
     """
+    if product is None:
+        product = functools.partial(linear, bias=None, onednn=onednn)
     d_rows = product(grad_rows, weight.t())
     if weight.stride(0) < weight.stride(1):  # column-major: `kernel.T`
         return d_rows, product(rows.t(), grad_rows.t()).t()
