@@ -225,6 +225,29 @@ def _tf_attention(causal):
     return attention
 
 
+def _fused_attention(query, key, value, causal, flash_attention):
+    """`ops.dot_product_attention`; under jax on a GPU, cuDNN's at any length.
+
+    Keras tries jax's cuDNN kernel, which trains only at even lengths, and
+    logs each failure with a traceback: `jax_gpu_attention` pads an odd
+    sequence instead, and where cuDNN cannot run at all (float32, an old
+    GPU) XLA's attention is asked for directly.
+    """
+    if keras.backend.backend() == "jax" and flash_attention is not False:
+        from keras_superclass.layers import jax_gpu_attention
+
+        if jax_gpu_attention.on_gpu():
+            out = jax_gpu_attention.flash_attention(
+                query, key, value, causal, required=bool(flash_attention)
+            )
+            if out is not None:
+                return out
+            flash_attention = False
+    return ops.dot_product_attention(
+        query, key, value, is_causal=causal, flash_attention=flash_attention
+    )
+
+
 @keras.saving.register_keras_serializable(package="keras_superclass")
 class MultiHeadSelfAttention(keras.layers.Layer):
     """Self-attention with a fused qkv projection (`nn.MultiheadAttention`).
@@ -304,12 +327,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
                 # SDPA's bf16 kernel is slow there: float32, keeping bf16.
                 out = attention_in_float32(query, key, value, self.causal)
             else:
-                out = ops.dot_product_attention(
-                    query,
-                    key,
-                    value,
-                    is_causal=self.causal,
-                    flash_attention=self.flash_attention,
+                out = _fused_attention(
+                    query, key, value, self.causal, self.flash_attention
                 )
         elif keras.backend.backend() == "tensorflow":
             # Recomputes the (B, H, L, L) scores and probabilities in
