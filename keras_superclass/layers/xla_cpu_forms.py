@@ -91,7 +91,7 @@ def ynnpack_bf16_dots():
     return jax_cpu_forms() and cpu_bf16_dots_in_ynnpack()
 
 
-def _copied_transpose(a):
+def copied_transpose(a):
     """`a` with its last two axes swapped, as a row gather of the swapped
     view: XLA keeps it as an array of its own (a plain transpose it folds
     into the dot's dimensions, which YNNPACK then refuses)."""
@@ -155,8 +155,8 @@ def matmul(a, b, transpose_a=False, transpose_b=False, ynnpack=False):
     if not (ynnpack and bf16):
         a = jnp.swapaxes(a, -1, -2) if transpose_a else a
         return a @ (jnp.swapaxes(b, -1, -2) if transpose_b else b)
-    a = _copied_transpose(a) if transpose_a else a
-    b = _copied_transpose(b) if transpose_b else b
+    a = copied_transpose(a) if transpose_a else a
+    b = copied_transpose(b) if transpose_b else b
     batch = tuple(range(a.ndim - 2))
     dimensions = (((a.ndim - 1,), (a.ndim - 2,)), (batch, batch))
     return lax.dot_general(a, b, dimensions, preferred_element_type=jnp.float32)
