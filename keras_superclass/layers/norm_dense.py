@@ -28,8 +28,10 @@ from keras_superclass.layers.fused_elementwise import _normalized
 from keras_superclass.layers.fused_elementwise import _tf_kernels
 from keras_superclass.layers.gelu_dense import plain_dense_fuses
 from keras_superclass.layers.xla_cpu_forms import column_sums
+from keras_superclass.layers.xla_cpu_forms import copied_transpose
 from keras_superclass.layers.xla_cpu_forms import jax_cpu_forms
 from keras_superclass.layers.xla_cpu_forms import matmul
+from keras_superclass.layers.xla_cpu_forms import product_and_sums
 from keras_superclass.layers.xla_cpu_forms import tied_to_gradient
 from keras_superclass.layers.xla_cpu_forms import ynnpack_bf16_dots
 
@@ -164,9 +166,14 @@ def _jax_norm_dense(epsilon, cpu_forms, ynnpack):
         rows = tied_to_gradient(rows, d_out)  # recomputed in backward
         x_hat, inverse_std = _normalized(rows, epsilon)
         normed = (x_hat * gamma + beta).astype(kernel.dtype)
-        d_kernel = matmul(normed, d_out, transpose_a=True, ynnpack=ynnpack)
+        if ynnpack and normed.dtype == d_out.dtype == jnp.bfloat16:
+            # The bias gradient out of the kernel gradient's product.
+            d_kernel, d_bias = product_and_sums(copied_transpose(normed), d_out)
+            d_bias = d_bias.astype(d_out.dtype)
+        else:
+            d_kernel = matmul(normed, d_out, transpose_a=True, ynnpack=ynnpack)
+            (d_bias,) = sums(d_out)
         d_kernel = d_kernel.astype(kernel.dtype)
-        (d_bias,) = sums(d_out)
         d_normed = matmul(d_out, kernel, transpose_b=True, ynnpack=ynnpack)
         d_normed = d_normed.astype(jnp.float32)
         d_rows = _norm_input_gradient(d_normed * gamma, x_hat, inverse_std)
