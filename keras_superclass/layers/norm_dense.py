@@ -28,7 +28,6 @@ from keras_superclass.layers.fused_elementwise import _normalized
 from keras_superclass.layers.fused_elementwise import _tf_kernels
 from keras_superclass.layers.gelu_dense import plain_dense_fuses
 from keras_superclass.layers.xla_cpu_forms import column_sums
-from keras_superclass.layers.xla_cpu_forms import copied_transpose
 from keras_superclass.layers.xla_cpu_forms import jax_cpu_forms
 from keras_superclass.layers.xla_cpu_forms import matmul
 from keras_superclass.layers.xla_cpu_forms import product_and_sums
@@ -168,7 +167,7 @@ def _jax_norm_dense(epsilon, cpu_forms, ynnpack):
         normed = (x_hat * gamma + beta).astype(kernel.dtype)
         if ynnpack and normed.dtype == d_out.dtype == jnp.bfloat16:
             # The bias gradient out of the kernel gradient's product.
-            d_kernel, d_bias = product_and_sums(copied_transpose(normed), d_out)
+            d_kernel, d_bias = product_and_sums(normed, d_out)
             d_bias = d_bias.astype(d_out.dtype)
         else:
             d_kernel = matmul(normed, d_out, transpose_a=True, ynnpack=ynnpack)

@@ -101,18 +101,19 @@ def copied_transpose(a):
     return jnp.take(jnp.swapaxes(a, -1, -2), identity, axis=-2, mode="clip")
 
 
-def product_and_sums(a_t, b):
-    """`a_t @ b` and `b`'s column sums, from one bf16 YNNPACK dot.
+def product_and_sums(a, b):
+    """`a^T @ b` and `b`'s column sums, from one bf16 YNNPACK dot.
 
-    A Dense's kernel and bias gradients, `x^T g` and `sum(g)`, with `a_t`
-    the copied `x^T` (`copied_transpose`): a row of ones under it gives the
-    sums out of the same product, accumulated in float32. XLA's own sum
-    of a bf16 `g` writes a float32 copy of it first: for S/16's qkv and
-    first MLP projections (`g` 1,152 and 1,536 wide) the backward took
-    0.8-1.4 ms less; for 384-wide `g` it measured no faster.
+    A Dense's kernel and bias gradients, `x^T g` and `sum(g)`: `a` is
+    copied transposed (`copied_transpose`, as `matmul` does) with a row of
+    ones under it, so the sums come out of the same product, accumulated
+    in float32. XLA's own sum of a bf16 `g` writes a float32 copy of it
+    first: for S/16's qkv and first MLP projections (`g` 1,152 and 1,536
+    wide) the backward took 0.8-1.4 ms less; for 384-wide `g` it measured
+    no faster.
 
     Args:
-        a_t: bf16 `(k, m)`.
+        a: bf16 `(m, k)`.
         b: bf16 `(m, n)`.
 
     Returns:
@@ -121,14 +122,15 @@ def product_and_sums(a_t, b):
     Example:
     >>> import jax.numpy as jnp
     >>> b = jnp.arange(6, dtype=jnp.bfloat16).reshape(3, 2)
-    >>> product, sums = product_and_sums(jnp.ones((2, 3), jnp.bfloat16), b)
+    >>> product, sums = product_and_sums(jnp.ones((3, 2), jnp.bfloat16), b)
     >>> product.tolist(), sums.tolist()
     ([[6.0, 9.0], [6.0, 9.0]], [6.0, 9.0])
     """
     import jax.numpy as jnp
 
-    ones = jnp.ones((1, a_t.shape[-1]), a_t.dtype)
-    both = matmul(jnp.concatenate([a_t, ones], axis=0), b, ynnpack=True)
+    ones = jnp.ones((1, a.shape[0]), a.dtype)
+    a_t = jnp.concatenate([copied_transpose(a), ones], axis=0)
+    both = matmul(a_t, b, ynnpack=True)
     return both[:-1], both[-1]
 
 
